@@ -1,2 +1,65 @@
+"""The `pipeline` command. Nothing imports this package; it imports stages lazily."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli import bench, config_cmd, sandbox, stages, submit, topics
+from pipeline.cli.common import CliError
+from pipeline.config import ConfigError
+from pipeline.kafka import BrokerUnreachable
+from pipeline.sandbox.broker import BrokerStartError
+
+app = typer.Typer(
+    name="pipeline",
+    help="Run Airflow-style tasks on Kubernetes and Celery through Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"pipeline {version('kafka-task-pipeline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (env vars win).")
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    ctx.obj = {"config": config}
+
+
+app.command("submit")(submit.submit)
+app.command("run")(stages.run_stage)
+app.command("bench")(bench.bench)
+app.command("tail")(topics.tail)
+app.add_typer(topics.topics_app, name="topics")
+app.add_typer(config_cmd.config_app, name="config")
+app.add_typer(sandbox.sandbox_app, name="sandbox")
+
+EXPECTED_ERRORS = (CliError, ConfigError, BrokerUnreachable, BrokerStartError)
+
+
 def main() -> None:
-    print("hi")
+    """Entry point: expected errors become one line on stderr and exit code 2."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # errors surface as one line
+    try:
+        app()
+    except EXPECTED_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,39 @@
+"""What every command shares: settings from `--config`, error reporting, async entry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from pipeline.config import Settings, load_settings
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """Bad input or configuration: printed as one line, exit code 2."""
+
+
+def settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """The effective settings for this invocation (env, then the `--config` file)."""
+    config_file: Path | None = (ctx.find_root().obj or {}).get("config")
+    return load_settings(config_file, **overrides)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def topic_name(settings: Settings, name: str) -> str:
+    """Accept a topic's role (`requests`, `events`, ...) or its actual name."""
+    roles = settings.topic.model_dump()
+    value = roles.get(name)
+    return value if isinstance(value, str) else name

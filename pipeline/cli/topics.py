@@ -1,0 +1,124 @@
+"""`pipeline topics create` and `pipeline tail`: topic administration and inspection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import orjson
+import typer
+from aiokafka import ConsumerRecord, TopicPartition
+
+from pipeline import messages
+from pipeline.cli.common import CliError, console, run, settings, topic_name
+from pipeline.config import Settings
+from pipeline.kafka import create_topics, make_consumer, started
+
+topics_app = typer.Typer(help="Manage the pipeline's topics.", no_args_is_help=True)
+
+
+@topics_app.command("create")
+def create(
+    ctx: typer.Context,
+    partitions: Annotated[
+        int | None, typer.Option("--partitions", min=1, help="Partitions per topic.")
+    ] = None,
+) -> None:
+    """Create every pipeline topic that does not exist yet (the state topic compacted)."""
+    config = settings(ctx)
+    if partitions is not None:
+        config.topic.partitions = partitions
+    created = run(create_topics(config.kafka, config.topic))
+    for name in config.topic.all_names():
+        console.print(f"{'created' if name in created else 'exists '} {name}")
+
+
+def record_json(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    """A record as JSON: the value parsed when it is JSON, else kept as text."""
+    value: Any
+    try:
+        value = orjson.loads(record.value) if record.value is not None else None
+    except orjson.JSONDecodeError:
+        value = record.value.decode(errors="replace") if record.value else None
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp,
+        "key": record.key.decode(errors="replace") if record.key is not None else None,
+        "value": value,
+    }
+
+
+def render(record: ConsumerRecord[bytes, bytes], as_json: bool) -> None:
+    shown = record_json(record)
+    if as_json:
+        print(orjson.dumps(shown).decode(), flush=True)
+        return
+    value = shown["value"]
+    summary = value
+    if isinstance(value, dict):
+        summary = {k: v for k, v in value.items() if k not in ("schema_version", "key")}
+    console.print(
+        f"[dim]{record.partition}:{record.offset}[/] [bold]{shown['key']}[/] "
+        f"{orjson.dumps(summary).decode()}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+async def _tail(
+    config: Settings,
+    topic: str,
+    from_beginning: bool,
+    key: str | None,
+    limit: int | None,
+    idle_timeout: float | None,
+    as_json: bool,
+) -> int:
+    match = messages.key_matcher(key) if key else None
+    consumer = make_consumer(
+        config.kafka, group_id=None, client_id="tail",
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )  # fmt: skip
+    shown = 0
+    async with started(consumer, config.kafka):
+        partitions = await consumer._client.fetch_all_metadata()
+        ids = partitions.partitions_for_topic(topic)
+        if not ids:
+            raise CliError(f"topic {topic} does not exist (pipeline topics create)")
+        consumer.assign([TopicPartition(topic, p) for p in sorted(ids)])
+        while limit is None or shown < limit:
+            try:
+                record = await asyncio.wait_for(consumer.getone(), idle_timeout)
+            except TimeoutError:
+                break
+            if match is None or match(record.key):
+                render(record, as_json)
+                shown += 1
+    return shown
+
+
+def tail(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic name or role: requests, events, dlq, ...")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="DAG[/TASK[/RUN[/MAP_INDEX]]] filter.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N.")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option("--idle-timeout", help="Stop after S seconds of silence.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print a topic's messages as they arrive (Ctrl-C stops)."""
+    config = settings(ctx)
+    with contextlib.suppress(KeyboardInterrupt):
+        run(
+            _tail(
+                config, topic_name(config, topic), from_beginning, key, limit, idle_timeout,
+                as_json,
+            )
+        )  # fmt: skip

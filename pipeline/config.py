@@ -1,0 +1,222 @@
+"""Settings: one object, read from `PIPELINE_*` environment variables and an optional TOML file.
+
+Groups map to env names as `PIPELINE_<GROUP>_<FIELD>`, e.g. `PIPELINE_KAFKA_BOOTSTRAP_SERVERS`,
+`PIPELINE_TOPIC_REQUESTS`, `PIPELINE_LAUNCHER_PARALLELISM`. Values that are maps or lists are
+given as JSON (`PIPELINE_ROUTER_ROUTES='{"gpu": "kubernetes"}'`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class KafkaSettings(BaseModel):
+    """How every stage reaches Kafka."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    client_id: str = Field("task-pipeline", description="Client id prefix sent to the broker.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    enable_idempotence: bool = Field(
+        False, description="Idempotent producer; needs broker support (the sandbox has none)."
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    max_message_bytes: int = Field(1_000_000, ge=1024, description="Larger requests are rejected.")
+
+
+class TopicSettings(BaseModel):
+    """Topic names and how `pipeline topics create` makes them."""
+
+    requests: str = "tasks.requests"
+    kubernetes: str = "tasks.kubernetes"
+    celery: str = "tasks.celery"
+    events: str = "tasks.events"
+    state: str = "tasks.state"
+    dlq: str = "tasks.dlq"
+    partitions: int = Field(6, ge=1, description="Partitions for new topics.")
+    replication_factor: int = Field(1, ge=1)
+
+    def all_names(self) -> list[str]:
+        return [self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq]
+
+
+class KubeSettings(BaseModel):
+    """How the launcher and watcher reach Kubernetes."""
+
+    config: Path | None = Field(None, description="Kubeconfig path; unset means in-cluster.")
+    context: str | None = Field(None, description="Kubeconfig context; unset means current.")
+    namespace: str = Field("default", description="Namespace worker pods are created in.")
+    request_timeout_s: float = Field(30.0, gt=0)
+
+
+class CelerySettings(BaseModel):
+    broker_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"))
+    result_backend: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/1"))
+    task_publish_max_retries: int = Field(3, ge=0)
+    stalled_task_timeout_s: float = Field(300.0, gt=0)
+    execution_timeout_s: float = Field(3600.0, gt=0)
+
+
+class RouterSettings(BaseModel):
+    """Routing by `queue`: the kubernetes queue goes to Kubernetes, anything else to Celery."""
+
+    routes: dict[str, Literal["kubernetes", "celery"]] = Field(
+        default_factory=dict, description="Extra queue -> executor entries, JSON in env."
+    )
+    default_target: Literal["kubernetes", "celery"] | None = Field(
+        "celery", description="Executor for queues not in the table; null dead-letters them."
+    )
+    batch_size: int = Field(500, ge=1, description="Records fetched per batch.")
+
+
+class LauncherSettings(BaseModel):
+    creation_batch_size: int = Field(16, ge=1, description="Pod creations started per cycle.")
+    max_concurrent_creates: int = Field(16, ge=1, description="Create calls in flight at once.")
+    parallelism: int = Field(128, ge=1, description="Launched-but-unfinished pods at most.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts before failing.")
+    pod_template_file: Path | None = None
+    pod_mutation_hook: str | None = Field(None, description="module:function applied last.")
+    worker_image: str = Field("python:3.12-slim", description="Image when a request names none.")
+
+
+class SecuritySettings(BaseModel):
+    """What a task may run and ask for; deny by default."""
+
+    allowed_commands: list[list[str]] = Field(
+        default_factory=lambda: [["airflow", "tasks", "run"]],
+        description="Allowed argv prefixes; JSON list of lists in env.",
+    )
+    allowed_image_registries: list[str] = Field(
+        default_factory=list, description="Image prefixes allowed; empty allows any."
+    )
+    allow_privileged: bool = False
+    allow_host_path: bool = False
+    allow_host_namespaces: bool = False
+
+
+class WatcherSettings(BaseModel):
+    pending_timeout_s: float = Field(300.0, gt=0)
+    pending_check_interval_s: float = Field(30.0, gt=0)
+    pending_check_batch: int = Field(100, ge=1)
+    delete_pods: bool = True
+    delete_pods_on_failure: bool = False
+    adopt_orphans: bool = True
+    namespaces: list[str] = Field(default_factory=list, description="Empty: the kube namespace.")
+
+
+class ReducerSettings(BaseModel):
+    queued_timeout_s: float = Field(600.0, gt=0)
+    history_limit: int = Field(50, ge=1)
+    api_port: int = Field(8090, ge=0, le=65535)
+
+
+class RuntimeSettings(BaseModel):
+    """What every stage process shares: health port, shutdown deadline, logging."""
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8080, ge=0, le=65535, description="/healthz /readyz /metrics; 0 picks.")
+    shutdown_timeout_s: float = Field(20.0, gt=0, description="Hard deadline for a clean stop.")
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    instance: str | None = Field(None, description="Instance id; defaults to hostname-pid.")
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Precedence: init args, env, TOML file, defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    kubernetes_queue: str = Field("kubernetes", description="Queue routed to Kubernetes.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topic: TopicSettings = Field(default_factory=TopicSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    launcher: LauncherSettings = Field(default_factory=LauncherSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    watcher: WatcherSettings = Field(default_factory=WatcherSettings)
+    reducer: ReducerSettings = Field(default_factory=ReducerSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if cls.toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file),)
+        return sources
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from env and, when given, a TOML file (raises ConfigError on bad input)."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+
+    class _FromFile(Settings):
+        toml_file = config_file
+
+    try:
+        loaded = _FromFile(**overrides) if config_file else Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    return Settings.model_validate(loaded.model_dump()) if config_file else loaded
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the CLI prints it as one line and exits 2."""
+
+
+def _one_line(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"invalid setting {where}: {first['msg']}"
+    return str(exc).splitlines()[0]
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password hidden, safe to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration, safe to show: passwords never appear."""
+    shown = settings.model_dump(mode="json")  # SecretStr fields dump as '**********'
+    shown["celery"]["broker_url"] = mask_url(settings.celery.broker_url.get_secret_value())
+    shown["celery"]["result_backend"] = mask_url(settings.celery.result_backend.get_secret_value())
+    return shown

@@ -1,0 +1,156 @@
+"""Kafka clients built from settings, topic administration, and the batch-consume loop.
+
+Every stage talks to Kafka through these factories so security options, client ids and
+the at-least-once discipline (auto-commit off, commit after effects) live in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
+
+from pipeline.config import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class BrokerUnreachable(ConnectionError):
+    """Kafka did not answer at the configured bootstrap servers."""
+
+
+def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Options every aiokafka client shares: servers, security, timeouts."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+        )
+        if kafka.ssl_certfile:
+            context.load_cert_chain(
+                str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
+            )
+        options["ssl_context"] = context
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    return options
+
+
+def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **connection_options(kafka),
+        client_id=f"{kafka.client_id}-{client_id}",
+        acks="all",
+        enable_idempotence=kafka.enable_idempotence,
+        linger_ms=kafka.linger_ms,
+        max_request_size=max(kafka.max_message_bytes * 2, 1_048_576),
+    )
+
+
+def make_consumer(
+    kafka: KafkaSettings, *topics: str, group_id: str | None, client_id: str, **extra: Any
+) -> AIOKafkaConsumer:
+    """An at-least-once consumer: auto-commit off, start from the earliest offset."""
+    return AIOKafkaConsumer(
+        *topics,
+        **connection_options(kafka),
+        client_id=f"{kafka.client_id}-{client_id}",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **extra,
+    )
+
+
+@asynccontextmanager
+async def started(client: Any, kafka: KafkaSettings) -> AsyncIterator[Any]:
+    """Start a client, turning 'no broker' into BrokerUnreachable; always stop it."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {kafka.bootstrap_servers} "
+            "(is the broker running? set PIPELINE_KAFKA_BOOTSTRAP_SERVERS)"
+        ) from None
+    try:
+        yield client
+    finally:
+        await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+
+
+async def send_all(
+    producer: AIOKafkaProducer, messages: Sequence[tuple[str, bytes | None, bytes]]
+) -> None:
+    """Send (topic, key, value) messages and wait until the broker acknowledged all of them."""
+    futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+    if futures:
+        await asyncio.gather(*futures)
+
+
+async def create_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
+    """Create the pipeline's topics if missing (state compacted); returns those created."""
+    admin = AIOKafkaAdminClient(**connection_options(kafka), client_id=f"{kafka.client_id}-admin")
+    async with started(admin, kafka):
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name,
+                topics.partitions,
+                topics.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name == topics.state else {},
+            )
+            for name in topics.all_names()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except KafkaError as exc:
+                if "TopicAlreadyExists" not in type(exc).__name__:
+                    raise
+        return [t.name for t in wanted]
+
+
+async def consume_batches(
+    consumer: AIOKafkaConsumer,
+    handle: Callable[[Batch], Awaitable[None]],
+    stopping: asyncio.Event,
+    *,
+    max_records: int,
+    timeout_ms: int = 200,
+) -> None:
+    """Fetch, handle, commit — until `stopping` is set; the batch in hand always finishes.
+
+    `handle` must make the batch's effects durable before returning; only then are its
+    offsets committed, so a crash at any point re-delivers rather than loses.
+    """
+    while not stopping.is_set():
+        batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if not batch:
+            continue
+        await handle(batch)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Partitions moved to another member mid-batch: it re-reads from the last
+            # commit, so these records are delivered again there (at-least-once).
+            log.warning("commit after rebalance refused; records will be re-delivered: %s", exc)

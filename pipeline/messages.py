@@ -1,0 +1,347 @@
+"""Wire contracts: the task key, message codecs and validation against `schemas/`.
+
+The JSON Schemas are the single source of truth; this module compiles them once and
+adds only what a schema cannot say: partition keys, deterministic event ids, encodings.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Final, NotRequired, TypedDict
+
+import jsonschema_rs
+import orjson
+
+SCHEMA_VERSION: Final = 1
+
+
+class Kind(StrEnum):
+    """A message type, named after its schema file."""
+
+    TASK_KEY = "task-key"
+    TASK_REQUEST = "task-request"
+    TASK_EVENT = "task-event"
+    TASK_STATE = "task-state"
+    DEAD_LETTER = "dead-letter"
+
+
+class State(StrEnum):
+    SUBMITTED = "submitted"
+    QUEUED = "queued"
+    LAUNCHED = "launched"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+TERMINAL_STATES: Final = frozenset({State.SUCCESS, State.FAILED, State.DEAD_LETTERED})
+
+
+class ErrorCode(StrEnum):
+    """Why a message was rejected; the `error.code` of a DeadLetter."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    SCHEMA = "schema"
+    OVERSIZED = "oversized"
+    NO_ROUTE = "no_route"
+    INTERNAL = "internal"
+
+
+class TaskKeyDict(TypedDict):
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+
+
+class TaskRequest(TypedDict):
+    schema_version: int
+    key: TaskKeyDict
+    command: list[str]
+    queue: str
+    submitted_at: str
+    priority: NotRequired[int]
+    image: NotRequired[str]
+    env: NotRequired[dict[str, str]]
+    executor_config: NotRequired[dict[str, Any]]
+    pod_template: NotRequired[str]
+    labels: NotRequired[dict[str, str]]
+    routing: NotRequired[dict[str, Any]]
+
+
+class TaskEvent(TypedDict):
+    schema_version: int
+    event_id: str
+    key: TaskKeyDict
+    source: str
+    state: str
+    observed_at: str
+    executor: NotRequired[str]
+    reason: NotRequired[str | None]
+    pod_name: NotRequired[str]
+    namespace: NotRequired[str]
+    celery_task_id: NotRequired[str]
+    resource_version: NotRequired[str]
+    exit_code: NotRequired[int]
+
+
+class DeadLetter(TypedDict):
+    schema_version: int
+    original: str
+    original_key: str | None
+    error: dict[str, str]
+    source: dict[str, Any]
+    stage: str
+    task_key: TaskKeyDict | None
+    first_seen: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TaskKey:
+    """Airflow's TaskInstanceKey."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int = -1
+    try_number: int = 1
+
+    @classmethod
+    def from_wire(cls, d: TaskKeyDict | dict[str, Any]) -> TaskKey:
+        return cls(d["dag_id"], d["task_id"], d["run_id"], d["map_index"], d["try_number"])
+
+    def to_wire(self) -> TaskKeyDict:
+        return {
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "map_index": self.map_index,
+            "try_number": self.try_number,
+        }
+
+    @property
+    def partition_key(self) -> bytes:
+        """The Kafka message key: the task key without try_number, so tries stay in order."""
+        return orjson.dumps([self.dag_id, self.task_id, self.run_id, self.map_index])
+
+    def __str__(self) -> str:
+        mapped = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{mapped}@{self.run_id}#{self.try_number}"
+
+
+class InvalidMessage(ValueError):
+    """A message that fails its contract; carries the DeadLetter error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+def schema_text(kind: Kind) -> bytes:
+    return (resources.files("pipeline") / "schemas" / f"{kind.value}.schema.json").read_bytes()
+
+
+@cache
+def schema(kind: Kind) -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads(schema_text(kind))
+    return loaded
+
+
+@cache
+def _registry() -> jsonschema_rs.Registry:
+    return jsonschema_rs.Registry([(schema(k)["$id"], schema(k)) for k in Kind])
+
+
+@cache
+def validator(kind: Kind) -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for(schema(kind), registry=_registry(), validate_formats=True)
+
+
+def _describe(errors: list[jsonschema_rs.ValidationError]) -> str:
+    parts = []
+    for err in errors[:3]:
+        path = "/" + "/".join(str(p) for p in err.instance_path)
+        parts.append(f"at {path}: {err.message}")
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def validate(kind: Kind, message: Any) -> None:
+    """Raise InvalidMessage with a readable reason unless `message` satisfies its schema."""
+    v = validator(kind)
+    if v.is_valid(message):
+        return
+    if isinstance(message, dict) and message.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise InvalidMessage(
+            ErrorCode.UNKNOWN_SCHEMA_VERSION,
+            f"schema_version {message['schema_version']!r} is not supported "
+            f"(this build reads {SCHEMA_VERSION})",
+        )
+    raise InvalidMessage(ErrorCode.SCHEMA, _describe(list(v.iter_errors(message))))
+
+
+# -- codecs ----------------------------------------------------------------------------------
+
+
+def encode(message: Any) -> bytes:
+    return orjson.dumps(message)
+
+
+def decode(kind: Kind, raw: bytes, *, max_bytes: int | None = None) -> Any:
+    """Parse and validate one message; every failure is an InvalidMessage with its code."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidMessage(
+            ErrorCode.OVERSIZED, f"message is {len(raw)} bytes, the limit is {max_bytes}"
+        )
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(ErrorCode.NOT_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise InvalidMessage(
+            ErrorCode.NOT_OBJECT, f"expected a JSON object, got {type(message).__name__}"
+        )
+    validate(kind, message)
+    return message
+
+
+def decode_request(raw: bytes, *, max_bytes: int | None = None) -> TaskRequest:
+    request: TaskRequest = decode(Kind.TASK_REQUEST, raw, max_bytes=max_bytes)
+    return request
+
+
+def decode_event(raw: bytes) -> TaskEvent:
+    event: TaskEvent = decode(Kind.TASK_EVENT, raw)
+    return event
+
+
+def recover_key(raw: bytes) -> TaskKey | None:
+    """Best-effort task key from a rejected message, so its failure can be reported."""
+    try:
+        candidate = orjson.loads(raw)["key"]
+        validate(Kind.TASK_KEY, candidate)
+    except (orjson.JSONDecodeError, TypeError, KeyError, InvalidMessage):
+        return None
+    return TaskKey.from_wire(candidate)
+
+
+# -- construction ----------------------------------------------------------------------------
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_id(key: TaskKey, source: str, state: str, discriminator: str = "") -> str:
+    """Deterministic id: the same fact reported twice gets the same id, so it dedupes."""
+    material = orjson.dumps([*key.to_wire().values(), source, state, discriminator])
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+def make_request(key: TaskKey, command: list[str], queue: str, **optional: Any) -> TaskRequest:
+    request: TaskRequest = {
+        "schema_version": SCHEMA_VERSION,
+        "key": key.to_wire(),
+        "command": command,
+        "queue": queue,
+        "submitted_at": utc_now(),
+    }
+    request.update({k: v for k, v in optional.items() if v is not None})  # type: ignore[typeddict-item]
+    return request
+
+
+def make_event(
+    key: TaskKey,
+    source: str,
+    state: State,
+    *,
+    discriminator: str = "",
+    reason: str | None = None,
+    **fields: Any,
+) -> TaskEvent:
+    """A TaskEvent whose id is derived from (key, source, state, discriminator)."""
+    event: TaskEvent = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id(key, source, state, discriminator),
+        "key": key.to_wire(),
+        "source": source,
+        "state": state.value,
+        "reason": reason,
+        "observed_at": utc_now(),
+    }
+    event.update({k: v for k, v in fields.items() if v is not None})  # type: ignore[typeddict-item]
+    return event
+
+
+def make_dead_letter(
+    raw: bytes,
+    raw_key: bytes | None,
+    error: InvalidMessage,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int | None,
+    stage: str,
+) -> DeadLetter:
+    key = recover_key(raw)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "original": base64.b64encode(raw).decode(),
+        "original_key": base64.b64encode(raw_key).decode() if raw_key is not None else None,
+        "error": {"code": error.code.value, "message": error.message},
+        "source": {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "timestamp": timestamp,
+        },
+        "stage": stage,
+        "task_key": key.to_wire() if key else None,
+        "first_seen": utc_now(),
+    }
+
+
+def dead_letter_original(letter: DeadLetter) -> tuple[bytes | None, bytes]:
+    """The exact (key, value) bytes a DeadLetter preserved."""
+    key = letter["original_key"]
+    return (base64.b64decode(key) if key is not None else None), base64.b64decode(
+        letter["original"]
+    )
+
+
+def key_matcher(spec: str) -> Callable[[bytes | None], bool]:
+    """A predicate over Kafka message keys from `DAG[/TASK[/RUN[/MAP_INDEX]]]`.
+
+    Components match the partition key in order, so `etl` selects a whole DAG and
+    `etl/extract/manual__1` one task instance (every try of it).
+    """
+    wanted: list[str | int] = [part for part in spec.split("/") if part]
+    if len(wanted) == 4:
+        wanted[3] = int(wanted[3])
+
+    def matches(raw_key: bytes | None) -> bool:
+        if raw_key is None:
+            return False
+        try:
+            parts = orjson.loads(raw_key)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(parts, list) and parts[: len(wanted)] == wanted
+
+    return matches

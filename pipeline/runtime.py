@@ -1,0 +1,136 @@
+"""The stage runtime: lifecycle, signals, health and metrics endpoints, guarded tasks.
+
+A stage is a small class with `run(stopping)`; the runtime gives it one stop flag, an HTTP
+port for probes and `/metrics`, and a hard deadline so that a stop always ends the process.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Coroutine
+from typing import Any, ClassVar
+
+import prometheus_client
+from aiohttp import web
+
+from pipeline import logs
+from pipeline.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Stage(abc.ABC):
+    """One pipeline stage. Subclasses set `name` and implement `run`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.instance = settings.runtime.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.ready = False
+
+    @abc.abstractmethod
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Work until `stopping` is set, then finish in-flight work, commit and return."""
+
+    def health(self) -> tuple[bool, str]:
+        """Liveness: False when the stage is wedged and should be restarted."""
+        return True, "ok"
+
+
+def guard(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Start a task that must live as long as the stage; its crash or return is logged loudly."""
+
+    def _report(task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            log.info("background task %s cancelled", name)
+        elif exc := task.exception():
+            log.error("background task %s crashed", name, exc_info=exc)
+        else:
+            log.warning("background task %s returned unexpectedly", name)
+
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(_report)
+    return task
+
+
+def health_app(stage: Stage) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        ok, detail = stage.health()
+        return web.json_response({"ok": ok, "detail": detail}, status=200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.json_response({"ready": stage.ready}, status=200 if stage.ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest()
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1] if runner.addresses else port
+    log.info("http listening", extra={"host": host, "port": bound_port})
+    return runner
+
+
+async def run_stage(stage: Stage) -> int:
+    """Run a stage until SIGTERM/SIGINT or a crash; return the process exit code.
+
+    On a signal the stop flag is set and the stage gets `shutdown_timeout_s` to finish
+    in-flight work and commit; past that it is cancelled so the process always ends.
+    """
+    runtime = stage.settings.runtime
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    runner = await serve_http(health_app(stage), runtime.http_host, runtime.http_port)
+    work = asyncio.create_task(stage.run(stopping), name=stage.name)
+    stop_wait = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            log.info("stopping", extra={"deadline_s": runtime.shutdown_timeout_s})
+            done, _ = await asyncio.wait({work}, timeout=runtime.shutdown_timeout_s)
+            if not done:
+                log.error("shutdown deadline passed; cancelling in-flight work")
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                return 1
+        if exc := work.exception():
+            log.error("stage crashed", exc_info=exc)
+            return 1
+        if not stopping.is_set():
+            log.error("stage returned without being asked to stop")
+            return 1
+        log.info("stopped cleanly")
+        return 0
+    finally:
+        stop_wait.cancel()
+        stage.ready = False
+        await runner.cleanup()
+
+
+def main(stage: Stage) -> int:
+    """Configure logging and run a stage to completion in a fresh event loop."""
+    runtime = stage.settings.runtime
+    logs.configure(stage.name, runtime.log_level, runtime.log_format)
+    with logs.bound(instance=stage.instance):
+        return asyncio.run(run_stage(stage))
