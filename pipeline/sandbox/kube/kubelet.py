@@ -1,0 +1,310 @@
+"""The simulated node: schedules pods within a capacity and moves them through their phases.
+
+It listens to the store like a real scheduler+kubelet watch, and writes each step back as
+a status update, so every step reaches clients as a MODIFIED watch event. `simulate` mode
+takes durations and exit codes from pod annotations; `process` mode runs the container's
+command as a local process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+from . import podstatus
+from .faults import Faults
+from .pods import rfc3339
+from .podstatus import Termination
+from .runtime import ContainerRun, LogBuffer, ProcessRun, SimulatedRun, StartError
+from .status import ApiError, JsonObj
+from .store import Event, Key, PodStore, pod_key
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["simulate", "process"]
+ANNOTATION_PREFIX = "sandbox.pipeline.dev/"
+PENDING_SECONDS = ANNOTATION_PREFIX + "pending-seconds"  # scheduled -> Running
+RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # Running -> terminated (simulate)
+EXIT_CODE = ANNOTATION_PREFIX + "exit-code"  # container exit code (simulate)
+LOGS = ANNOTATION_PREFIX + "logs"  # container output served by pods/log (simulate)
+NODE_NAME = "sandbox-node"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Defaults for pods without annotations; short so tests stay fast."""
+
+    pending_seconds: float = 0.0
+    run_seconds: float = 0.2
+    exit_code: int = 0
+    backoff_seconds: float = 0.05  # ErrImagePull -> ImagePullBackOff
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a running pod must end before its containers do."""
+
+    reason: Literal["delete", "oom", "evict"]
+    grace_seconds: float = 0.0
+
+
+@dataclass
+class KubeletStats:
+    running: int = 0
+    max_running: int = 0
+    started: int = 0
+
+
+@dataclass
+class _PodRun:
+    task: asyncio.Task[Any]
+    stop: asyncio.Future[Stop] = field(default_factory=asyncio.Future)
+    running: bool = False
+
+
+class Kubelet:
+    def __init__(
+        self,
+        store: PodStore,
+        faults: Faults,
+        mode: Mode = "simulate",
+        capacity: int | None = None,
+        timings: Timings | None = None,
+    ) -> None:
+        self._store = store
+        self._faults = faults
+        self.mode: Mode = mode
+        self.capacity = capacity
+        self.timings = timings or Timings()
+        self.stats = KubeletStats()
+        self.logs: dict[Key, dict[str, LogBuffer]] = {}
+        self._queue: dict[Key, bool] = {}  # FIFO of unscheduled pods -> marked Unschedulable
+        self._runs: dict[Key, _PodRun] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._next_ip = 0
+
+    def start(self) -> None:
+        self._unsubscribe = self._store.add_listener(self._on_event)
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        runs = list(self._runs.values())
+        for run in runs:
+            run.task.cancel()
+        await asyncio.gather(*(r.task for r in runs), return_exceptions=True)
+
+    def disrupt(self, key: Key, reason: Literal["oom", "evict"]) -> None:
+        """OOM-kill or evict a running pod now (admin endpoint and in-process control)."""
+        run = self._runs.get(key)
+        if run is None or not run.running:
+            raise ApiError(409, "Conflict", f'pod "{key[1]}" is not running on {NODE_NAME}')
+        _resolve(run.stop, Stop(reason))
+
+    def _on_event(self, event: Event) -> None:
+        key = pod_key(event.obj)
+        if event.type == "ADDED":
+            self._queue[key] = False
+            self._schedule()
+        elif event.type == "DELETED":
+            self._queue.pop(key, None)
+            self.logs.pop(key, None)
+            run = self._runs.get(key)
+            if run is not None:
+                _resolve(run.stop, Stop("delete"))
+        elif event.obj["metadata"].get("deletionTimestamp"):
+            self._on_graceful_delete(key, event.obj)
+
+    def _on_graceful_delete(self, key: Key, pod: JsonObj) -> None:
+        run = self._runs.get(key)
+        if run is None:
+            self._spawn(self._finish_delete(key))
+            return
+        grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+        _resolve(run.stop, Stop("delete", grace))
+
+    def _schedule(self) -> None:
+        while self._queue and (self.capacity is None or len(self._runs) < self.capacity):
+            key = next(iter(self._queue))
+            del self._queue[key]
+            self._runs[key] = _PodRun(self._spawn(self._lifecycle(key)))
+        for key, marked in self._queue.items():
+            if not marked:
+                self._queue[key] = True
+                message = f"0/1 nodes are available: 1 Too many pods (capacity {self.capacity})."
+                self._spawn(self._write(key, partial(podstatus.unschedulable, message=message)))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(_log_crash)
+        return task
+
+    async def _write(self, key: Key, change: Callable[[JsonObj], JsonObj]) -> JsonObj | None:
+        """Apply a status step; None once the pod is gone (deleted under our feet)."""
+        try:
+            return self._store.mutate(key, change)
+        except ApiError:
+            return None
+
+    async def _finish_delete(self, key: Key) -> None:
+        with contextlib.suppress(ApiError):
+            self._store.remove(key)
+
+    async def _lifecycle(self, key: Key) -> None:
+        try:
+            await self._run_pod(key)
+        finally:
+            run = self._runs.pop(key, None)
+            if run is not None and run.running:
+                self.stats.running -= 1
+            self._schedule()
+
+    async def _run_pod(self, key: Key) -> None:
+        run = self._runs[key]
+        self._next_ip += 1
+        pod_ip = f"10.244.{self._next_ip // 250 % 250}.{self._next_ip % 250 + 1}"
+        await self._write(key, lambda p: podstatus.bound(p, NODE_NAME))
+        pod = await self._write(key, lambda p: podstatus.creating(p, pod_ip))
+        if pod is None:
+            return
+        early = await self._before_start(key, pod, run.stop)
+        if early is not None:
+            await self._finish_delete(key)
+            return
+        started_at = rfc3339()
+        ends = await self._run_containers(key, pod, run, started_at)
+        stop = run.stop.result() if run.stop.done() else None
+        reason, message = _pod_reason(stop)
+        await self._write(key, lambda p: podstatus.terminated(p, ends, reason, message))
+        if stop is not None and stop.reason == "delete":
+            await self._finish_delete(key)
+
+    async def _before_start(
+        self, key: Key, pod: JsonObj, stop: asyncio.Future[Stop]
+    ) -> Stop | None:
+        """Pull images (or fail to) and wait the pending time; a Stop if one came first."""
+        images = [c["image"] for c in pod["spec"]["containers"]]
+        fault = next((f for f in map(self._faults.image_fault, images) if f), None)
+        if fault == "backoff":
+            message = f'Back-off pulling image "{images[0]}"'
+            await self._write(key, lambda p: podstatus.waiting(p, "ErrImagePull", message))
+            await _until(stop, self.timings.backoff_seconds)
+            await self._write(key, lambda p: podstatus.waiting(p, "ImagePullBackOff", message))
+        if fault is not None:
+            return await stop
+        seconds = _annotation(pod, PENDING_SECONDS, self.timings.pending_seconds)
+        return await _until(stop, seconds)
+
+    async def _run_containers(
+        self, key: Key, pod: JsonObj, run: _PodRun, started_at: str
+    ) -> dict[str, Termination]:
+        buffers = self.logs.setdefault(key, {})
+        containers = pod["spec"]["containers"]
+        starts = [
+            self._start(pod, c, buffers.setdefault(c["name"], LogBuffer())) for c in containers
+        ]
+        runs = await asyncio.gather(*starts)
+        failed = {c["name"]: r for c, r in zip(containers, runs, strict=True) if isinstance(r, str)}
+        live = {
+            c["name"]: r for c, r in zip(containers, runs, strict=True) if not isinstance(r, str)
+        }
+        await self._write(key, lambda p: podstatus.running(p, started_at))
+        run.running = True
+        self._count_running()
+        self._arm_disruption(pod, run.stop)
+        codes = await self._await_exit(live, run.stop)
+        finished_at = rfc3339()
+        ends = {
+            name: self._termination(code, run.stop, started_at, finished_at)
+            for name, code in codes.items()
+        }
+        for name, message in failed.items():
+            ends[name] = Termination(128, "StartError", started_at, finished_at, message)
+        return ends
+
+    async def _start(
+        self, pod: JsonObj, container: JsonObj, log_buffer: LogBuffer
+    ) -> ContainerRun | str:
+        """A started container, or the StartError message."""
+        if self.mode == "simulate":
+            seconds = _annotation(pod, RUN_SECONDS, self.timings.run_seconds)
+            code = int(_annotation(pod, EXIT_CODE, self.timings.exit_code))
+            output = (pod["metadata"].get("annotations") or {}).get(LOGS, "")
+            return SimulatedRun(seconds, code, output, log_buffer)
+        try:
+            return await ProcessRun.start(pod, container, log_buffer)
+        except StartError as exc:
+            log_buffer.close()
+            return str(exc)
+
+    async def _await_exit(
+        self, live: dict[str, ContainerRun], stop: asyncio.Future[Stop]
+    ) -> dict[str, int]:
+        waits = asyncio.gather(*(r.wait() for r in live.values()))
+        either: list[asyncio.Future[Any]] = [waits, stop]
+        try:
+            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await asyncio.gather(*(r.stop(0) for r in live.values()))
+            raise
+        if waits in done:
+            return dict(zip(live, waits.result(), strict=True))
+        grace = 0.0 if stop.result().reason != "delete" else stop.result().grace_seconds
+        codes = await asyncio.gather(*(r.stop(grace) for r in live.values()))
+        waits.cancel()
+        return dict(zip(live, codes, strict=True))
+
+    def _termination(
+        self, code: int, stop: asyncio.Future[Stop], started: str, finished: str
+    ) -> Termination:
+        if stop.done() and stop.result().reason == "oom":
+            return Termination(137, "OOMKilled", started, finished)
+        return Termination(code, "Completed" if code == 0 else "Error", started, finished)
+
+    def _arm_disruption(self, pod: JsonObj, stop: asyncio.Future[Stop]) -> None:
+        images = (c["image"] for c in pod["spec"]["containers"])
+        disruption = next((d for d in map(self._faults.disruption, images) if d), None)
+        if disruption is not None:
+            delay = self._faults.config.disruption_after_seconds
+            asyncio.get_running_loop().call_later(delay, _resolve, stop, Stop(disruption))
+
+    def _count_running(self) -> None:
+        self.stats.running += 1
+        self.stats.started += 1
+        self.stats.max_running = max(self.stats.max_running, self.stats.running)
+
+
+def _pod_reason(stop: Stop | None) -> tuple[str | None, str | None]:
+    if stop is not None and stop.reason == "evict":
+        return "Evicted", "The node was low on resource: memory. "
+    return None, None
+
+
+async def _until(stop: asyncio.Future[Stop], seconds: float) -> Stop | None:
+    """Wait `seconds` unless a Stop arrives first (then return it)."""
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(asyncio.shield(stop), seconds)
+    return None
+
+
+def _resolve(future: asyncio.Future[Stop], stop: Stop) -> None:
+    if not future.done():
+        future.set_result(stop)
+
+
+def _annotation(pod: JsonObj, name: str, default: float) -> float:
+    value = (pod["metadata"].get("annotations") or {}).get(name)
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("kubelet task crashed", exc_info=task.exception())

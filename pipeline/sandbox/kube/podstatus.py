@@ -1,0 +1,171 @@
+"""Pod status documents as a kubelet writes them, one function per lifecycle step.
+
+Pure: each takes the current pod and returns a new one. Shapes follow core/v1 PodStatus so
+that watchers reading `containerStatuses[].state.terminated.exitCode`, `reason` and the
+conditions see what a real node reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .pods import rfc3339
+from .status import JsonObj
+
+HOST_IP = "10.0.0.10"
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """How one container ended."""
+
+    exit_code: int
+    reason: str  # Completed, Error, OOMKilled, StartError
+    started_at: str
+    finished_at: str
+    message: str | None = None
+
+
+def bound(pod: JsonObj, node: str) -> JsonObj:
+    spec = {**pod["spec"], "nodeName": pod["spec"].get("nodeName") or node}
+    status = _with_conditions(pod["status"], PodScheduled=("True", None, None))
+    return {**pod, "spec": spec, "status": status}
+
+
+def unschedulable(pod: JsonObj, message: str) -> JsonObj:
+    status = _with_conditions(pod["status"], PodScheduled=("False", "Unschedulable", message))
+    return {**pod, "status": status}
+
+
+def creating(pod: JsonObj, pod_ip: str) -> JsonObj:
+    """Sandbox up, containers being created: still Pending, now with startTime and IPs."""
+    status = _with_conditions(
+        pod["status"],
+        PodReadyToStartContainers=("True", None, None),
+        Initialized=("True", None, None),
+        Ready=("False", "ContainersNotReady", _not_ready(pod)),
+        ContainersReady=("False", "ContainersNotReady", _not_ready(pod)),
+    )
+    status.update(
+        phase="Pending",
+        hostIP=HOST_IP,
+        hostIPs=[{"ip": HOST_IP}],
+        podIP=pod_ip,
+        podIPs=[{"ip": pod_ip}],
+        startTime=rfc3339(),
+    )
+    return _containers(pod, status, lambda c: _waiting(c, "ContainerCreating", None))
+
+
+def waiting(pod: JsonObj, reason: str, message: str | None) -> JsonObj:
+    """Containers stuck before start, e.g. ErrImagePull / ImagePullBackOff."""
+    return _containers(pod, dict(pod["status"]), lambda c: _waiting(c, reason, message))
+
+
+def running(pod: JsonObj, started_at: str) -> JsonObj:
+    status = _with_conditions(
+        pod["status"],
+        Ready=("True", None, None),
+        ContainersReady=("True", None, None),
+    )
+    status["phase"] = "Running"
+    uid = pod["metadata"]["uid"]
+    return _containers(
+        pod,
+        status,
+        lambda c: {
+            **_base(c),
+            "state": {"running": {"startedAt": started_at}},
+            "ready": True,
+            "started": True,
+            "containerID": f"sandbox://{uid}-{c['name']}",
+        },
+    )
+
+
+def terminated(
+    pod: JsonObj,
+    ends: dict[str, Termination],
+    reason: str | None = None,
+    message: str | None = None,
+) -> JsonObj:
+    """Terminal phase from the exit codes; `reason` marks pod-level ends such as Evicted."""
+    ok = all(end.exit_code == 0 for end in ends.values()) and reason is None
+    conditions: dict[str, tuple[str, str | None, str | None]] = {
+        "PodReadyToStartContainers": ("False", None, None),
+        "Ready": ("False", "PodCompleted", None),
+        "ContainersReady": ("False", "PodCompleted", None),
+    }
+    if reason == "Evicted":
+        conditions["DisruptionTarget"] = ("True", "TerminationByKubelet", message)
+    status = _with_conditions(pod["status"], **conditions)
+    status["phase"] = "Succeeded" if ok else "Failed"
+    if reason is not None:
+        status.update(reason=reason, message=message)
+    uid = pod["metadata"]["uid"]
+    return _containers(pod, status, lambda c: _terminated(c, ends[c["name"]], uid))
+
+
+def _terminated(container: JsonObj, end: Termination, uid: str) -> JsonObj:
+    state: JsonObj = {
+        "exitCode": end.exit_code,
+        "reason": end.reason,
+        "startedAt": end.started_at,
+        "finishedAt": end.finished_at,
+        "containerID": f"sandbox://{uid}-{container['name']}",
+    }
+    if end.message:
+        state["message"] = end.message
+    return {**_base(container), "state": {"terminated": state}, "started": False}
+
+
+def _waiting(container: JsonObj, reason: str, message: str | None) -> JsonObj:
+    state: JsonObj = {"reason": reason}
+    if message:
+        state["message"] = message
+    return {**_base(container), "state": {"waiting": state}}
+
+
+def _base(container: JsonObj) -> JsonObj:
+    return {
+        "name": container["name"],
+        "state": {},
+        "lastState": {},
+        "ready": False,
+        "restartCount": 0,
+        "image": container["image"],
+        "imageID": "",
+        "started": False,
+    }
+
+
+def _containers(pod: JsonObj, status: JsonObj, build: Callable[[JsonObj], JsonObj]) -> JsonObj:
+    status["containerStatuses"] = [build(c) for c in pod["spec"]["containers"]]
+    return {**pod, "status": status}
+
+
+def _not_ready(pod: JsonObj) -> str:
+    names = " ".join(c["name"] for c in pod["spec"]["containers"])
+    return f"containers with unready status: [{names}]"
+
+
+def _with_conditions(status: JsonObj, **changes: tuple[str, str | None, str | None]) -> JsonObj:
+    """Set conditions by type; lastTransitionTime moves only when the status flips."""
+    now = rfc3339()
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    for kind, (value, reason, message) in changes.items():
+        old = conditions.get(kind)
+        changed_at = old["lastTransitionTime"] if old and old["status"] == value else now
+        condition: JsonObj = {
+            "type": kind,
+            "status": value,
+            "lastProbeTime": None,
+            "lastTransitionTime": changed_at,
+        }
+        if reason:
+            condition["reason"] = reason
+        if message:
+            condition["message"] = message
+        conditions[kind] = condition
+    return {**status, "conditions": list(conditions.values())}

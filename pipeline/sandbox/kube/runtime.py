@@ -1,0 +1,181 @@
+"""Container runtimes for the simulated kubelet: a timer, or a real local process.
+
+Both expose `wait()` (exit code when the container ends by itself) and `stop(grace)`
+(SIGTERM, then SIGKILL after the grace period) so the kubelet drives them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from .status import JsonObj
+
+LOG_LIMIT = 4 * 1024 * 1024  # bytes kept per container, newest win, as kubelet log rotation
+_VAR_REF = re.compile(r"\$\$|\$\(([-._A-Za-z0-9]+)\)")
+
+
+class StartError(Exception):
+    """The container could not start (kubelet reports StartError, exit code 128)."""
+
+
+class LogBuffer:
+    """One container's output, readable whole, by tail, or followed as it grows."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._dropped = 0
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    def append(self, chunk: bytes) -> None:
+        self._data += chunk
+        if len(self._data) > LOG_LIMIT:
+            excess = len(self._data) - LOG_LIMIT
+            del self._data[:excess]
+            self._dropped += excess
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def text(self, tail_lines: int | None = None) -> bytes:
+        data = bytes(self._data)
+        if tail_lines is None:
+            return data
+        lines = data.splitlines(keepends=True)
+        return b"".join(lines[-tail_lines:]) if tail_lines > 0 else b""
+
+    async def follow(self, tail_lines: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the current text, then every new chunk until the container ends."""
+        chunk = self.text(tail_lines)
+        offset = self._dropped + len(self._data)
+        while True:
+            if chunk:
+                yield chunk
+            if self.closed:
+                return
+            changed = self._changed
+            await changed.wait()
+            start = max(offset - self._dropped, 0)
+            chunk = bytes(self._data[start:])
+            offset = self._dropped + len(self._data)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class ContainerRun(Protocol):
+    async def wait(self) -> int: ...
+
+    async def stop(self, grace_seconds: float) -> int: ...
+
+
+class SimulatedRun:
+    """Runs for `seconds`, then exits with `exit_code`; `stop` exits 143 like SIGTERM."""
+
+    def __init__(self, seconds: float, exit_code: int, output: str, log: LogBuffer) -> None:
+        self._seconds = seconds
+        self._exit_code = exit_code
+        if output:
+            log.append(output.encode() + (b"" if output.endswith("\n") else b"\n"))
+        self._log = log
+
+    async def wait(self) -> int:
+        await asyncio.sleep(self._seconds)
+        self._log.close()
+        return self._exit_code
+
+    async def stop(self, grace_seconds: float) -> int:
+        self._log.close()
+        return 128 + (signal.SIGTERM if grace_seconds > 0 else signal.SIGKILL)
+
+
+class ProcessRun:
+    """The container's command+args as a local process (never through a shell)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: LogBuffer) -> None:
+        self._process = process
+        self._log = log
+        self._pump = asyncio.create_task(self._copy_output())
+
+    @classmethod
+    async def start(cls, pod: JsonObj, container: JsonObj, log: LogBuffer) -> ProcessRun:
+        env = container_env(pod, container)
+        argv = [_expand(str(a), env) for a in container_argv(container)]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                cwd=container.get("workingDir") or None,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise StartError(f'exec: "{argv[0]}": {exc.strerror or exc}') from None
+        return cls(process, log)
+
+    async def wait(self) -> int:
+        code = await self._process.wait()
+        await asyncio.shield(self._pump)
+        return _exit_code(code)
+
+    async def stop(self, grace_seconds: float) -> int:
+        if self._process.returncode is None:
+            self._signal(signal.SIGTERM if grace_seconds > 0 else signal.SIGKILL)
+            try:
+                await asyncio.wait_for(self._process.wait(), grace_seconds or None)
+            except TimeoutError:
+                self._signal(signal.SIGKILL)
+        return await self.wait()
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, sig)
+
+    async def _copy_output(self) -> None:
+        assert self._process.stdout is not None
+        while chunk := await self._process.stdout.read(65536):
+            self._log.append(chunk)
+        self._log.close()
+
+
+def container_argv(container: JsonObj) -> list[str]:
+    """command+args; with no command the args run as the command (the image is ignored)."""
+    argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    if not argv:
+        raise StartError("no command: the sandbox ignores images, so set command or args")
+    return argv
+
+
+def container_env(pod: JsonObj, container: JsonObj) -> dict[str, str]:
+    """The emulator's environment (for PATH), HOSTNAME, then the container's `env` values."""
+    env = {**os.environ, "HOSTNAME": pod["metadata"]["name"]}
+    for var in container.get("env") or []:
+        if isinstance(var, dict) and "name" in var:
+            env[var["name"]] = _expand(str(var.get("value", "")), env)
+    return env
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: known names substitute, `$$` escapes, others stay."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR_REF.sub(replace, text)
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode

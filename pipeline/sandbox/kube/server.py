@@ -1,0 +1,362 @@
+"""The core/v1 pods API on aiohttp: routes, request parsing, Status errors.
+
+Handlers stay thin: parsing here, rules in `validation`/`patch`/`pods`, state in `store`,
+streaming in `watch`. Every request first passes `Faults.admit` for its verb.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import listing
+from .faults import Faults
+from .kubelet import Kubelet
+from .patch import apply_patch
+from .pods import new_pod, parse_body, rfc3339
+from .selectors import parse_selector
+from .status import ApiError, JsonObj, bad_request, conflict, invalid, unauthorized
+from .store import PodStore, pod_key
+from .validation import spec_update_errors, validate_metadata, validate_pod
+from .watch import WatchRequest, WatchStream
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PODS = "/api/v1/namespaces/{namespace}/pods"
+POD = PODS + "/{name}"
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+_PRESERVED_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+
+@dataclass
+class ServerStats:
+    """What the API saw, for tests asserting on client behaviour (e.g. batch limits)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    creates_in_flight: int = 0
+    max_creates_in_flight: int = 0
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def status_response(error: ApiError) -> web.Response:
+    response = json_response(error.status(), error.code)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+class PodApi:
+    def __init__(
+        self,
+        store: PodStore,
+        kubelet: Kubelet,
+        faults: Faults,
+        *,
+        bookmark_interval: float = 60.0,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.kubelet = kubelet
+        self.faults = faults
+        self.stats = ServerStats()
+        self._bookmark_interval = bookmark_interval
+        self._random = random.Random(seed)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v1/pods", self.list_pods),
+            web.get(PODS, self.list_pods),
+            web.post(PODS, self.create),
+            web.delete(PODS, self.delete_collection),
+            web.get(POD, self.get),
+            web.put(POD, self.replace),
+            web.patch(POD, self.patch),
+            web.delete(POD, self.delete),
+            web.get(POD + "/status", self.get),
+            web.put(POD + "/status", self.replace),
+            web.patch(POD + "/status", self.patch),
+            web.get(POD + "/log", self.read_log),
+        ]
+
+    async def admit(self, verb: str) -> None:
+        self.stats.requests[verb] = self.stats.requests.get(verb, 0) + 1
+        await self.faults.admit(verb)
+
+    async def create(self, request: web.Request) -> web.Response:
+        self.stats.creates_in_flight += 1
+        self.stats.max_creates_in_flight = max(
+            self.stats.max_creates_in_flight, self.stats.creates_in_flight
+        )
+        try:
+            await self.admit("create")
+            body = parse_body(await _read_json(request), request.match_info["namespace"])
+            pod = new_pod(body, self._random)
+            _check(pod, validate_pod(pod))
+            return json_response(self.store.create(pod), 201)
+        finally:
+            self.stats.creates_in_flight -= 1
+
+    async def get(self, request: web.Request) -> web.Response:
+        await self.admit("get")
+        return json_response(self.store.get(_key(request)))
+
+    async def list_pods(self, request: web.Request) -> web.StreamResponse:
+        namespace = request.match_info.get("namespace")
+        query = dict(request.query)
+        selector = parse_selector(query.get("labelSelector"), query.get("fieldSelector"))
+        if query.get("watch") in ("true", "1"):
+            await self.admit("watch")
+            watch = WatchRequest.from_query(namespace, selector, query)
+            stream = WatchStream(self.store, self.faults, watch, self._bookmark_interval)
+            return await stream.serve(request)
+        await self.admit("list")
+        return json_response(listing.list_pods(self.store, namespace, selector, query))
+
+    async def replace(self, request: web.Request) -> web.Response:
+        await self.admit("update")
+        old = self.store.get(_key(request))
+        body = parse_body(await _read_json(request), request.match_info["namespace"])
+        return json_response(self._update(request, old, body))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        await self.admit("patch")
+        old = self.store.get(_key(request))
+        patched = apply_patch(request.content_type, old, await _read_json(request))
+        return json_response(self._update(request, old, patched))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self.admit("delete")
+        options = await _delete_options(request)
+        return json_response(self._delete(self.store.get(_key(request)), options))
+
+    async def delete_collection(self, request: web.Request) -> web.Response:
+        await self.admit("delete")
+        options = await _delete_options(request)
+        query = request.query
+        selector = parse_selector(query.get("labelSelector"), query.get("fieldSelector"))
+        pods = self.store.select(request.match_info["namespace"], selector)
+        items = [self._delete(pod, options) for pod in pods]
+        meta = {"resourceVersion": str(self.store.rv)}
+        return json_response(
+            {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}
+        )
+
+    async def read_log(self, request: web.Request) -> web.StreamResponse:
+        await self.admit("log")
+        key = _key(request)
+        pod = self.store.get(key)
+        name = _log_container(pod, request.query.get("container"))
+        buffer = self.kubelet.logs.get(key, {}).get(name)
+        if buffer is None:
+            reason = _waiting_reason(pod, name)
+            raise bad_request(f'container "{name}" in pod "{key[1]}" is waiting to start: {reason}')
+        tail = _optional_int(request.query.get("tailLines"), "tailLines")
+        if request.query.get("follow") not in ("true", "1"):
+            return web.Response(body=buffer.text(tail), content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        async for chunk in buffer.follow(tail):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    def _update(self, request: web.Request, old: JsonObj, new: JsonObj) -> JsonObj:
+        """PUT/PATCH semantics for the pod or its status subresource; no-ops keep the RV."""
+        meta = new.get("metadata") or {}
+        name = old["metadata"]["name"]
+        if meta.get("name", name) != name:
+            given = meta.get("name")
+            raise bad_request(
+                f"the name of the object ({given}) does not match the name on the URL"
+            )
+        expected_rv = meta.get("resourceVersion")
+        if request.path.endswith("/status"):
+            result = {**old, "status": new.get("status") or {}}
+        else:
+            kept = {k: old["metadata"][k] for k in _PRESERVED_METADATA if k in old["metadata"]}
+            metadata = {**meta, **kept, "namespace": old["metadata"]["namespace"], "name": name}
+            result = {**new, "metadata": metadata, "status": old.get("status", {})}
+            _check(
+                result,
+                validate_metadata(metadata)
+                + spec_update_errors(old["spec"], result.get("spec") or {}),
+            )
+        result["metadata"] = {
+            **result["metadata"],
+            "resourceVersion": old["metadata"]["resourceVersion"],
+        }
+        if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(name)
+        if result == old:
+            return old
+        return self.store.replace(result)
+
+    def _delete(self, pod: JsonObj, options: JsonObj) -> JsonObj:
+        """Terminal or unscheduled pods go at once; others get a grace period on the node."""
+        _check_preconditions(pod, options.get("preconditions") or {})
+        grace = options.get("gracePeriodSeconds")
+        if grace is None:
+            grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+        phase = pod["status"].get("phase")
+        if grace <= 0 or not pod["spec"].get("nodeName") or phase in ("Succeeded", "Failed"):
+            return self.store.remove(pod_key(pod))
+        if pod["metadata"].get("deletionTimestamp"):
+            return pod
+        meta = {
+            **pod["metadata"],
+            "deletionTimestamp": rfc3339(),
+            "deletionGracePeriodSeconds": grace,
+        }
+        return self.store.replace({**pod, "metadata": meta})
+
+
+def build_app(api: PodApi, token: str | None, extra_routes: list[web.RouteDef]) -> web.Application:
+    app = web.Application(middlewares=[_errors_middleware(token)], client_max_size=16 * 1024 * 1024)
+    app.add_routes(api.routes() + extra_routes + _discovery_routes())
+    return app
+
+
+def _errors_middleware(token: str | None) -> Any:
+    expected = f"Bearer {token}" if token else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if (
+                expected
+                and request.path not in OPEN_PATHS
+                and request.headers.get("Authorization") != expected
+            ):
+                raise unauthorized()
+            return await handler(request)
+        except ApiError as error:
+            return status_response(error)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            return status_response(
+                ApiError(
+                    error.status,
+                    error.reason.replace(" ", ""),
+                    "the server could not find the requested resource"
+                    if error.status == 404
+                    else error.reason,
+                )
+            )
+
+    return middleware
+
+
+def _discovery_routes() -> list[web.RouteDef]:
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def version(_: web.Request) -> web.Response:
+        return json_response(
+            {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-sandbox",
+                "platform": "linux/amd64",
+            }
+        )
+
+    async def resources(_: web.Request) -> web.Response:
+        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        pods = {
+            "name": "pods",
+            "singularName": "pod",
+            "namespaced": True,
+            "kind": "Pod",
+            "verbs": verbs,
+        }
+        body = {"kind": "APIResourceList", "groupVersion": "v1", "resources": [pods]}
+        return json_response(body)
+
+    return [web.get(p, ok) for p in ("/healthz", "/livez", "/readyz")] + [
+        web.get("/version", version),
+        web.get("/api/v1", resources),
+    ]
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+
+
+async def _delete_options(request: web.Request) -> JsonObj:
+    body = await request.read()
+    options: Any = orjson.loads(body) if body.strip() else {}
+    if not isinstance(options, dict):
+        raise bad_request("DeleteOptions must be a JSON object")
+    grace = request.query.get("gracePeriodSeconds")
+    if grace is not None:
+        options["gracePeriodSeconds"] = _optional_int(grace, "gracePeriodSeconds")
+    return options
+
+
+def _check_preconditions(pod: JsonObj, preconditions: JsonObj) -> None:
+    for field_name in ("uid", "resourceVersion"):
+        wanted = preconditions.get(field_name)
+        actual = pod["metadata"].get(field_name)
+        if wanted and wanted != actual:
+            message = (
+                f"Precondition failed: {field_name} in precondition: {wanted}, "
+                f"{field_name} in object meta: {actual}"
+            )
+            raise ApiError(409, "Conflict", message)
+
+
+def _check(pod: JsonObj, causes: list[JsonObj]) -> None:
+    if causes:
+        raise invalid(pod["metadata"].get("name", ""), causes)
+
+
+def _key(request: web.Request) -> tuple[str, str]:
+    return request.match_info["namespace"], request.match_info["name"]
+
+
+def _optional_int(text: str | None, name: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer") from None
+
+
+def _log_container(pod: JsonObj, requested: str | None) -> str:
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    if requested is None:
+        if len(names) > 1:
+            pod_name = pod["metadata"]["name"]
+            choices = " ".join(names)
+            raise bad_request(
+                f"a container name must be specified for pod {pod_name}, choose one of: [{choices}]"
+            )
+        return str(names[0])
+    if requested not in names:
+        raise bad_request(f"container {requested} is not valid for pod {pod['metadata']['name']}")
+    return requested
+
+
+def _waiting_reason(pod: JsonObj, container: str) -> str:
+    for status in pod["status"].get("containerStatuses") or []:
+        if status["name"] == container:
+            return str(status["state"].get("waiting", {}).get("reason", "ContainerCreating"))
+    return "ContainerCreating"
