@@ -1,0 +1,1 @@
+"""The state reducer: folds TaskEvents into one TaskState per try, persisted in a changelog."""

@@ -1,0 +1,203 @@
+"""The task state machine as a pure fold: `fold_event(state, event) -> (state, outcome)`.
+
+    submitted -> queued -> launched -> running -> success | failed
+    failed from any non-terminal state; dead_lettered only before a request was routed.
+
+Events may arrive late, twice, or out of order (several producers, at-least-once delivery),
+so the fold is order-insensitive for any valid history: it only moves *forward* in rank,
+treats a lower-or-equal rank as stale, recognises a re-delivered event by its id, and keeps
+terminal states sticky for the try. A conflicting terminal (success after failed) or a
+`dead_lettered` for an already routed request is illegal: counted, never applied.
+
+No I/O and no clock: every timestamp comes from the events, so replaying a topic with this
+module rebuilds exactly the state the live reducer holds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, NotRequired, TypedDict
+
+from pipeline.messages import (
+    SCHEMA_VERSION,
+    TERMINAL_STATES,
+    State,
+    TaskEvent,
+    TaskKey,
+    TaskKeyDict,
+    TaskRequest,
+    make_event,
+)
+
+SWEEPER: Final = "sweeper"
+"""Source of the sweeper's events; its `queued` on a queued task records a re-drive."""
+
+REDUCER: Final = "reducer"
+"""Source of the `queued` the reducer infers from a routed request it saw first."""
+
+_RANK: Final = {
+    State.SUBMITTED: 0,
+    State.QUEUED: 1,
+    State.LAUNCHED: 2,
+    State.RUNNING: 3,
+    State.SUCCESS: 4,
+    State.FAILED: 4,
+    State.DEAD_LETTERED: 4,
+}
+
+_MERGED_FIELDS: Final = ("executor", "pod_name", "namespace", "celery_task_id", "exit_code")
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    ILLEGAL = "illegal"
+
+
+class Transition(TypedDict):
+    state: str
+    event_id: str
+    source: str
+    reason: str | None
+    observed_at: str
+
+
+class TaskState(TypedDict):
+    """One try of one task, as kept in the state topic (schemas/task-state.schema.json)."""
+
+    schema_version: int
+    key: TaskKeyDict
+    state: str
+    updated_at: str
+    history: list[Transition]
+    first_seen: NotRequired[str]
+    executor: NotRequired[str]
+    reason: NotRequired[str | None]
+    pod_name: NotRequired[str]
+    namespace: NotRequired[str]
+    celery_task_id: NotRequired[str]
+    exit_code: NotRequired[int]
+    redriven: NotRequired[int]
+    illegal_transitions: NotRequired[int]
+    illegal_event_ids: NotRequired[list[str]]
+    request: NotRequired[TaskRequest]
+
+
+def rank(state: str) -> int:
+    return _RANK[State(state)]
+
+
+def is_terminal(state: str) -> bool:
+    return State(state) in TERMINAL_STATES
+
+
+def classify(current: TaskState | None, event: TaskEvent) -> Outcome:
+    """What `event` would do to `current`, without changing anything."""
+    if current is None:
+        return Outcome.APPLIED
+    if _seen(current, event["event_id"]):
+        return Outcome.DUPLICATE
+    old, new = current["state"], event["state"]
+    if is_terminal(old):
+        return Outcome.ILLEGAL if is_terminal(new) and new != old else Outcome.STALE
+    if new == State.DEAD_LETTERED and rank(old) > rank(State.SUBMITTED):
+        return Outcome.ILLEGAL
+    if rank(new) > rank(old) or _is_redrive(current, event):
+        return Outcome.APPLIED
+    return Outcome.STALE
+
+
+def fold_event(
+    current: TaskState | None, event: TaskEvent, history_limit: int
+) -> tuple[TaskState, Outcome]:
+    """Fold one event into the state of its try; the input state is never mutated."""
+    outcome = classify(current, event)
+    if outcome is Outcome.APPLIED:
+        return _apply(current, event, history_limit), outcome
+    assert current is not None  # only a first event can be applied to nothing
+    if outcome is Outcome.ILLEGAL:
+        return _count_illegal(current, event, history_limit), outcome
+    return current, outcome
+
+
+def attach_request(
+    current: TaskState | None, request: TaskRequest, history_limit: int
+) -> tuple[TaskState, Outcome]:
+    """Keep a routed request in its state (the sweeper re-drives it from there).
+
+    A routed request proves the task was queued, so when it arrives before the router's
+    own `queued` event it also records that transition (source `reducer`, same timestamp).
+    """
+    routing = request.get("routing") or {}
+    key = TaskKey.from_wire(request["key"])
+    inferred = make_event(
+        key,
+        REDUCER,
+        State.QUEUED,
+        executor=routing.get("target"),
+        observed_at=routing.get("routed_at", request["submitted_at"]),
+    )
+    state, outcome = fold_event(current, inferred, history_limit)
+    if state.get("request") == request:
+        return state, outcome
+    return {**state, "request": request}, Outcome.APPLIED
+
+
+def new_state(key: TaskKeyDict, observed_at: str) -> TaskState:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "state": State.SUBMITTED.value,
+        "first_seen": observed_at,
+        "updated_at": observed_at,
+        "history": [],
+    }
+
+
+def _apply(current: TaskState | None, event: TaskEvent, history_limit: int) -> TaskState:
+    base = current if current is not None else new_state(event["key"], event["observed_at"])
+    state: TaskState = {**base}
+    raw: dict[str, Any] = dict(event)
+    for name in _MERGED_FIELDS:
+        if raw.get(name) is not None:
+            state[name] = raw[name]  # type: ignore[literal-required]
+    if _is_redrive(current, event):
+        state["redriven"] = state.get("redriven", 0) + 1
+    state["state"] = event["state"]
+    state["reason"] = event.get("reason")
+    state["updated_at"] = event["observed_at"]
+    step: Transition = {
+        "state": event["state"],
+        "event_id": event["event_id"],
+        "source": event["source"],
+        "reason": event.get("reason"),
+        "observed_at": event["observed_at"],
+    }
+    state["history"] = [*base["history"], step][-history_limit:]
+    return state
+
+
+def _count_illegal(current: TaskState, event: TaskEvent, history_limit: int) -> TaskState:
+    ids = [*current.get("illegal_event_ids", []), event["event_id"]][-history_limit:]
+    return {
+        **current,
+        "illegal_transitions": current.get("illegal_transitions", 0) + 1,
+        "illegal_event_ids": ids,
+    }
+
+
+def _seen(state: TaskState, event_id: str) -> bool:
+    return any(step["event_id"] == event_id for step in state["history"]) or (
+        event_id in state.get("illegal_event_ids", ())
+    )
+
+
+def _is_redrive(current: TaskState | None, event: TaskEvent) -> bool:
+    """The sweeper's `queued` on a task still queued: the request was published again."""
+    return (
+        current is not None
+        and current["state"] == State.QUEUED
+        and event["state"] == State.QUEUED
+        and event["source"] == SWEEPER
+    )

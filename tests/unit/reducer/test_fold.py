@@ -1,0 +1,188 @@
+"""The state machine: order-insensitive for valid histories, strict about illegal moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.messages import Kind, State, TaskEvent, TaskKey, make_event, make_request, validate
+from pipeline.reducer.fold import Outcome, TaskState, attach_request, fold_event, rank
+
+KEY = TaskKey("etl", "extract", "manual__1")
+LIMIT = 50
+PATH = [State.SUBMITTED, State.QUEUED, State.LAUNCHED, State.RUNNING]
+TERMINALS = [State.SUCCESS, State.FAILED]
+SOURCES = {
+    State.SUBMITTED: "producer",
+    State.QUEUED: "router",
+    State.LAUNCHED: "launcher",
+    State.RUNNING: "watcher",
+    State.SUCCESS: "watcher",
+    State.FAILED: "watcher",
+    State.DEAD_LETTERED: "router",
+}
+
+
+def event(state: State, n: int = 0, source: str | None = None, **fields: Any) -> TaskEvent:
+    return make_event(
+        KEY,
+        source or SOURCES[state],
+        state,
+        discriminator=str(n),
+        observed_at=f"2026-01-01T00:00:{n % 60:02d}Z",
+        **fields,
+    )
+
+
+def fold_all(events: list[TaskEvent]) -> tuple[TaskState | None, list[Outcome]]:
+    state: TaskState | None = None
+    outcomes = []
+    for e in events:
+        state, outcome = fold_event(state, e, LIMIT)
+        outcomes.append(outcome)
+    return state, outcomes
+
+
+def outcome_of(state: TaskState | None) -> dict[str, Any]:
+    """The part of a state a valid history determines whatever the delivery order."""
+    assert state is not None
+    return {
+        "state": state["state"],
+        "reason": state.get("reason"),
+        "exit_code": state.get("exit_code"),
+        "last_event": state["history"][-1]["event_id"],
+        "illegal_transitions": state.get("illegal_transitions", 0),
+    }
+
+
+@st.composite
+def valid_histories(draw: st.DrawFn) -> list[TaskEvent]:
+    """A forward path through the machine, at most one terminal, one event per step."""
+    steps = [s for s in PATH if draw(st.booleans())]
+    ending = draw(st.sampled_from([None, State.SUCCESS, State.FAILED, State.DEAD_LETTERED]))
+    if ending is State.DEAD_LETTERED:
+        steps = [s for s in steps if s is State.SUBMITTED]
+    if ending is not None:
+        steps.append(ending)
+    if not steps:
+        steps = [State.QUEUED]
+    exit_code = {"exit_code": 0 if ending is State.SUCCESS else 3}
+    return [
+        event(s, i, reason=f"{s}-reason", **(exit_code if s in TERMINALS else {}))
+        for i, s in enumerate(steps)
+    ]
+
+
+@given(st.data())
+def test_any_permutation_with_duplicates_folds_to_the_same_state(data: st.DataObject) -> None:
+    history = data.draw(valid_histories())
+    copies = data.draw(st.lists(st.sampled_from(history), max_size=2 * len(history)))
+    delivered = data.draw(st.permutations(history + copies))
+
+    in_order, outcomes = fold_all(history)
+    assert all(o is Outcome.APPLIED for o in outcomes)
+    shuffled, _ = fold_all(delivered)
+
+    assert outcome_of(shuffled) == outcome_of(in_order)
+    assert shuffled is not None
+    validate(Kind.TASK_STATE, shuffled)
+
+
+arbitrary_events = st.lists(
+    st.builds(
+        lambda s, n, src: event(s, n, source=src),
+        st.sampled_from(list(State)),
+        st.integers(0, 5),
+        st.sampled_from(["router", "launcher", "watcher", "sweeper", "celery-monitor"]),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@given(arbitrary_events)
+def test_illegal_transitions_never_apply_and_state_never_moves_back(
+    events: list[TaskEvent],
+) -> None:
+    state: TaskState | None = None
+    counted = 0
+    for e in events:
+        before = state
+        state, outcome = fold_event(state, e, LIMIT)
+        if outcome is Outcome.ILLEGAL:
+            counted += 1
+            assert before is not None
+            assert state["state"] == before["state"]
+            assert state["history"] == before["history"]
+        elif outcome is Outcome.APPLIED:
+            assert state["history"][-1]["event_id"] == e["event_id"]
+        else:
+            assert state == before
+        if before is not None:
+            assert rank(state["state"]) >= rank(before["state"])
+            if before["state"] in TERMINALS or before["state"] == State.DEAD_LETTERED:
+                assert state["state"] == before["state"]
+    assert state is not None
+    assert state.get("illegal_transitions", 0) == counted
+    validate(Kind.TASK_STATE, state)
+
+
+def test_late_queued_after_running_changes_nothing() -> None:
+    state, _ = fold_all([event(State.QUEUED, 1), event(State.RUNNING, 2)])
+    after, outcome = fold_event(state, event(State.QUEUED, 9), LIMIT)
+    assert outcome is Outcome.STALE
+    assert after == state
+
+
+def test_conflicting_terminal_is_counted_once_not_applied() -> None:
+    state, _ = fold_all([event(State.RUNNING, 1), event(State.SUCCESS, 2, exit_code=0)])
+    late_failure = event(State.FAILED, 3, reason="boom")
+    state, first = fold_event(state, late_failure, LIMIT)
+    state, again = fold_event(state, late_failure, LIMIT)
+    assert (first, again) == (Outcome.ILLEGAL, Outcome.DUPLICATE)
+    assert state["state"] == "success"
+    assert state["illegal_transitions"] == 1
+
+
+def test_dead_letter_after_routing_is_illegal() -> None:
+    state, _ = fold_all([event(State.QUEUED, 1)])
+    _, outcome = fold_event(state, event(State.DEAD_LETTERED, 2), LIMIT)
+    assert outcome is Outcome.ILLEGAL
+
+
+def test_history_keeps_the_causing_event_and_is_bounded() -> None:
+    steps = [event(s, i) for i, s in enumerate([*PATH, State.SUCCESS])]
+    state: TaskState | None = None
+    for e in steps:
+        state, _ = fold_event(state, e, 3)
+    assert state is not None
+    assert [h["event_id"] for h in state["history"]] == [e["event_id"] for e in steps[-3:]]
+    assert state["history"][-1]["source"] == "watcher"
+
+
+def test_sweeper_redrive_counts_once_then_failure_applies() -> None:
+    state, _ = fold_all([event(State.QUEUED, 1)])
+    redrive = event(State.QUEUED, 7, source="sweeper", reason="not launched")
+    state, first = fold_event(state, redrive, LIMIT)
+    state, again = fold_event(state, redrive, LIMIT)
+    assert (first, again) == (Outcome.APPLIED, Outcome.DUPLICATE)
+    assert state["redriven"] == 1
+    state, outcome = fold_event(state, event(State.FAILED, 8, source="sweeper"), LIMIT)
+    assert outcome is Outcome.APPLIED
+    assert state["state"] == "failed"
+
+
+def test_routed_request_is_kept_and_implies_queued() -> None:
+    request = make_request(KEY, ["airflow", "tasks", "run"], "default")
+    request["routing"] = {"target": "celery", "topic": "t", "routed_at": "2026-01-01T00:00:03Z"}
+    state, outcome = attach_request(None, request, LIMIT)
+    assert outcome is Outcome.APPLIED
+    assert (state["state"], state["executor"], state["request"]) == ("queued", "celery", request)
+    assert state["updated_at"] == "2026-01-01T00:00:03Z"
+    again, outcome = attach_request(state, request, LIMIT)
+    assert again == state and outcome is Outcome.DUPLICATE
+    _, outcome = fold_event(state, event(State.QUEUED, 4), LIMIT)
+    assert outcome is Outcome.STALE
+    validate(Kind.TASK_STATE, state)
