@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,13 @@ from pydantic_settings import (
 )
 
 
-class KafkaSettings(BaseModel):
+class SettingsGroup(BaseModel):
+    """A group of settings; unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(SettingsGroup):
     """How every stage reaches Kafka."""
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
@@ -40,7 +46,7 @@ class KafkaSettings(BaseModel):
     max_message_bytes: int = Field(1_000_000, ge=1024, description="Larger requests are rejected.")
 
 
-class TopicSettings(BaseModel):
+class TopicSettings(SettingsGroup):
     """Topic names and how `pipeline topics create` makes them."""
 
     requests: str = "tasks.requests"
@@ -56,7 +62,7 @@ class TopicSettings(BaseModel):
         return [self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq]
 
 
-class KubeSettings(BaseModel):
+class KubeSettings(SettingsGroup):
     """How the launcher and watcher reach Kubernetes."""
 
     config: Path | None = Field(None, description="Kubeconfig path; unset means in-cluster.")
@@ -65,7 +71,7 @@ class KubeSettings(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0)
 
 
-class CelerySettings(BaseModel):
+class CelerySettings(SettingsGroup):
     broker_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"))
     result_backend: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/1"))
     task_publish_max_retries: int = Field(3, ge=0)
@@ -73,7 +79,7 @@ class CelerySettings(BaseModel):
     execution_timeout_s: float = Field(3600.0, gt=0)
 
 
-class RouterSettings(BaseModel):
+class RouterSettings(SettingsGroup):
     """Routing by `queue`: the kubernetes queue goes to Kubernetes, anything else to Celery."""
 
     routes: dict[str, Literal["kubernetes", "celery"]] = Field(
@@ -85,7 +91,7 @@ class RouterSettings(BaseModel):
     batch_size: int = Field(500, ge=1, description="Records fetched per batch.")
 
 
-class LauncherSettings(BaseModel):
+class LauncherSettings(SettingsGroup):
     creation_batch_size: int = Field(16, ge=1, description="Pod creations started per cycle.")
     max_concurrent_creates: int = Field(16, ge=1, description="Create calls in flight at once.")
     parallelism: int = Field(128, ge=1, description="Launched-but-unfinished pods at most.")
@@ -95,7 +101,7 @@ class LauncherSettings(BaseModel):
     worker_image: str = Field("python:3.12-slim", description="Image when a request names none.")
 
 
-class SecuritySettings(BaseModel):
+class SecuritySettings(SettingsGroup):
     """What a task may run and ask for; deny by default."""
 
     allowed_commands: list[list[str]] = Field(
@@ -110,7 +116,7 @@ class SecuritySettings(BaseModel):
     allow_host_namespaces: bool = False
 
 
-class WatcherSettings(BaseModel):
+class WatcherSettings(SettingsGroup):
     pending_timeout_s: float = Field(300.0, gt=0)
     pending_check_interval_s: float = Field(30.0, gt=0)
     pending_check_batch: int = Field(100, ge=1)
@@ -120,13 +126,13 @@ class WatcherSettings(BaseModel):
     namespaces: list[str] = Field(default_factory=list, description="Empty: the kube namespace.")
 
 
-class ReducerSettings(BaseModel):
+class ReducerSettings(SettingsGroup):
     queued_timeout_s: float = Field(600.0, gt=0)
     history_limit: int = Field(50, ge=1)
     api_port: int = Field(8090, ge=0, le=65535)
 
 
-class RuntimeSettings(BaseModel):
+class RuntimeSettings(SettingsGroup):
     """What every stage process shares: health port, shutdown deadline, logging."""
 
     http_host: str = "0.0.0.0"

@@ -67,15 +67,14 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 def make_consumer(
     kafka: KafkaSettings, *topics: str, group_id: str | None, client_id: str, **extra: Any
 ) -> AIOKafkaConsumer:
-    """An at-least-once consumer: auto-commit off, start from the earliest offset."""
+    """An at-least-once consumer: auto-commit off, earliest offset, unless `extra` says else."""
+    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
     return AIOKafkaConsumer(
         *topics,
         **connection_options(kafka),
         client_id=f"{kafka.client_id}-{client_id}",
         group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **extra,
+        **(options | extra),
     )
 
 
