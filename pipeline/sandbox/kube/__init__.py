@@ -97,7 +97,13 @@ class KubeEmulator:
         app = build_app(
             self.api, self.token, admin_routes(self.faults, self.kubelet, self.api.stats)
         )
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,  # a client gone mid-watch ends its stream
+            shutdown_timeout=2.0,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -108,6 +114,7 @@ class KubeEmulator:
         self.kubeconfig_path.write_text(yaml.safe_dump(self.kubeconfig()))
 
     async def close(self) -> None:
+        self.api.close_watches()
         await self.kubelet.close()
         if self._runner is not None:
             await self._runner.cleanup()

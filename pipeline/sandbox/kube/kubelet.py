@@ -251,12 +251,15 @@ class Kubelet:
             done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             await asyncio.gather(*(r.stop(0) for r in live.values()))
+            waits.cancel()
+            await asyncio.gather(waits, return_exceptions=True)
             raise
         if waits in done:
             return dict(zip(live, waits.result(), strict=True))
         grace = 0.0 if stop.result().reason != "delete" else stop.result().grace_seconds
         codes = await asyncio.gather(*(r.stop(grace) for r in live.values()))
         waits.cancel()
+        await asyncio.gather(waits, return_exceptions=True)
         return dict(zip(live, codes, strict=True))
 
     def _termination(

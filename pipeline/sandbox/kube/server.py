@@ -73,6 +73,11 @@ class PodApi:
         self.stats = ServerStats()
         self._bookmark_interval = bookmark_interval
         self._random = random.Random(seed)
+        self._watches: set[WatchStream] = set()
+
+    def close_watches(self) -> None:
+        for stream in self._watches:
+            stream.close()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -120,7 +125,11 @@ class PodApi:
             await self.admit("watch")
             watch = WatchRequest.from_query(namespace, selector, query)
             stream = WatchStream(self.store, self.faults, watch, self._bookmark_interval)
-            return await stream.serve(request)
+            self._watches.add(stream)
+            try:
+                return await stream.serve(request)
+            finally:
+                self._watches.discard(stream)
         await self.admit("list")
         return json_response(listing.list_pods(self.store, namespace, selector, query))
 
@@ -182,6 +191,8 @@ class PodApi:
                 f"the name of the object ({given}) does not match the name on the URL"
             )
         expected_rv = meta.get("resourceVersion")
+        if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(name)
         if request.path.endswith("/status"):
             result = {**old, "status": new.get("status") or {}}
         else:
@@ -197,8 +208,6 @@ class PodApi:
             **result["metadata"],
             "resourceVersion": old["metadata"]["resourceVersion"],
         }
-        if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(name)
         if result == old:
             return old
         return self.store.replace(result)

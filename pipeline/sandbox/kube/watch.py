@@ -10,7 +10,6 @@ into ADDED or DELETED when the object enters or leaves it. The stream ends at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -61,7 +60,7 @@ class WatchStream:
         self._bookmark_interval = bookmark_interval
         self._drop_after = faults.config.watch_drop_after_events
         self._sent = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         # Backlog and subscription are taken together, with no await between them.
         self._backlog = self._initial_frames(faults)
         self._unsubscribe = store.add_listener(self._queue.put_nowait)
@@ -72,13 +71,16 @@ class WatchStream:
             await response.prepare(request)
             if await self._send(response, self._backlog):
                 await self._follow(response)
-        except (ConnectionResetError, asyncio.CancelledError):
+            await response.write_eof()
+        except ConnectionResetError:
             pass
         finally:
             self._unsubscribe()
-        with contextlib.suppress(ConnectionResetError):
-            await response.write_eof()
         return response
+
+    def close(self) -> None:
+        """End the stream (emulator shutdown), as apiserver does when it stops."""
+        self._queue.put_nowait(None)
 
     def _initial_frames(self, faults: Faults) -> list[bytes]:
         rv = self._watch.resource_version
@@ -106,7 +108,8 @@ class WatchStream:
                     await response.write(self._bookmark())
                 continue
             events = [first, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]
-            if not await self._send(response, [f for f in map(self._frame, events) if f]):
+            frames = [f for e in events if e is not None and (f := self._frame(e))]
+            if not await self._send(response, frames) or None in events:
                 return
         if self._watch.bookmarks:
             await response.write(self._bookmark())
