@@ -99,6 +99,12 @@ class LauncherSettings(SettingsGroup):
     pod_template_file: Path | None = None
     pod_mutation_hook: str | None = Field(None, description="module:function applied last.")
     worker_image: str = Field("python:3.12-slim", description="Image when a request names none.")
+    pod_template_dir: Path | None = Field(
+        None, description="Named templates (<name>.yaml) a request may pick via pod_template."
+    )
+    retry_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry.")
+    retry_max_s: float = Field(30.0, gt=0, description="Longest delay between retries.")
+    commit_interval_s: float = Field(0.2, gt=0, description="How often finished offsets commit.")
 
 
 class SecuritySettings(SettingsGroup):
