@@ -25,6 +25,7 @@ from .faults import ErrorRule, FaultConfig, Faults
 from .kubelet import (
     EXIT_CODE,
     LOGS,
+    MODES,
     PENDING_SECONDS,
     RUN_SECONDS,
     Kubelet,
@@ -38,6 +39,7 @@ from .store import PodStore
 __all__ = [
     "EXIT_CODE",
     "LOGS",
+    "MODES",
     "PENDING_SECONDS",
     "RUN_SECONDS",
     "ErrorRule",
@@ -69,8 +71,8 @@ class KubeEmulator:
         bookmark_interval: float = 60.0,
         seed: int | None = None,
     ) -> None:
-        if mode not in ("simulate", "process"):
-            raise ValueError(f"mode must be 'simulate' or 'process', not {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.host = host
         self.port = port
         self.token = token

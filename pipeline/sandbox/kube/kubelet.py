@@ -3,7 +3,7 @@
 It listens to the store like a real scheduler+kubelet watch, and writes each step back as
 a status update, so every step reaches clients as a MODIFIED watch event. `simulate` mode
 takes durations and exit codes from pod annotations; `process` mode runs the container's
-command as a local process.
+command as a local process; `off` is a cluster without nodes (pods stay Pending, untouched).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from .store import Event, Key, PodStore, pod_key
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["simulate", "process"]
+Mode = Literal["simulate", "process", "off"]
+MODES: tuple[Mode, ...] = ("simulate", "process", "off")
 ANNOTATION_PREFIX = "sandbox.pipeline.dev/"
 PENDING_SECONDS = ANNOTATION_PREFIX + "pending-seconds"  # scheduled -> Running
 RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # Running -> terminated (simulate)
@@ -89,7 +90,8 @@ class Kubelet:
         self._next_ip = 0
 
     def start(self) -> None:
-        self._unsubscribe = self._store.add_listener(self._on_event)
+        if self.mode != "off":
+            self._unsubscribe = self._store.add_listener(self._on_event)
 
     async def close(self) -> None:
         if self._unsubscribe is not None:

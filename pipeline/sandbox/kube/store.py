@@ -51,15 +51,18 @@ def with_rv(pod: JsonObj, rv: int) -> JsonObj:
 
 
 class PodStore:
+    # An empty cluster still has a revision; clients treat "0" as "any", so never hand it out.
+    FIRST_RV = 1
+
     def __init__(self, history_size: int = 10_000) -> None:
-        self.rv = 0
+        self.rv = self.FIRST_RV
         self._pods: dict[Key, JsonObj] = {}
         self._by_namespace: dict[str, dict[str, JsonObj]] = {}
         self._by_label: dict[tuple[str, str], set[Key]] = {}
         self._by_label_key: dict[str, set[Key]] = {}
         self._by_phase: dict[str, set[Key]] = {}
         self._history: deque[Event] = deque(maxlen=max(history_size, 1))
-        self.compacted_rv = 0
+        self.compacted_rv = self.FIRST_RV
         self._listeners: list[Listener] = []
 
     def __len__(self) -> int:

@@ -32,8 +32,8 @@ def test_every_write_bumps_one_cluster_wide_resource_version() -> None:
     relabelled = store.replace({**a, "metadata": {**a["metadata"], "labels": {"x": "1"}}})
     gone = store.remove(("other", "b"))
     versions = [p["metadata"]["resourceVersion"] for p in (a, b, relabelled, gone)]
-    assert versions == ["1", "2", "3", "4"]
-    assert store.rv == 4
+    assert versions == ["2", "3", "4", "5"]
+    assert store.rv == 5
 
 
 def test_duplicate_create_is_409_and_stale_replace_is_conflict() -> None:
@@ -51,16 +51,16 @@ def test_events_after_returns_exactly_the_later_events() -> None:
     store = PodStore()
     for name in "abcd":
         store.create(pod(name))
-    assert [e.rv for e in store.events_after(2)] == [3, 4]
+    assert [e.rv for e in store.events_after(3)] == [4, 5]
 
 
 def test_compacted_history_answers_410() -> None:
     store = PodStore(history_size=3)
     for name in "abcde":
         store.create(pod(name))
-    assert [e.rv for e in store.events_after(2)] == [3, 4, 5]
+    assert [e.rv for e in store.events_after(3)] == [4, 5, 6]
     with pytest.raises(ApiError) as raised:
-        store.events_after(1)
+        store.events_after(2)
     assert raised.value.code == 410
     assert raised.value.reason == "Expired"
 
@@ -71,7 +71,7 @@ def test_snapshot_at_undoes_later_changes() -> None:
     store.create(pod("b"))
     store.remove(("default", "a"))
     store.create(pod("c"))
-    assert names(list(store.snapshot_at(2).values())) == ["a", "b"]
+    assert names(list(store.snapshot_at(3).values())) == ["a", "b"]
 
 
 def test_select_narrows_by_namespace_label_and_phase() -> None:
