@@ -1,0 +1,148 @@
+"""The simulated kubelet seen through the client: phases, statuses, processes, logs, capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from pipeline.sandbox.kube import EXIT_CODE, LOGS, KubeEmulator
+from tests.fixtures.kube import FAST, core_v1_for, phase_reached, pod_manifest, watch_until
+
+pytestmark = pytest.mark.integration
+NS = "default"
+
+
+async def run_to_end(api: client.CoreV1Api, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Create a pod and return its watch events up to a terminal phase."""
+    created = await asyncio.to_thread(api.create_namespaced_pod, NS, body)
+    name = created.metadata.name
+    return await watch_until(
+        api,
+        phase_reached(name, "Succeeded", "Failed"),
+        resource_version=created.metadata.resource_version,
+    )
+
+
+def container_state(event: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, Any] = event["object"]["status"]["containerStatuses"][0]["state"]
+    return state
+
+
+def conditions(event: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in event["object"]["status"]["conditions"]}
+
+
+async def test_simulated_pod_moves_through_realistic_statuses(core_v1: client.CoreV1Api) -> None:
+    events = await run_to_end(core_v1, pod_manifest("sim"))
+    phases = [e["object"]["status"]["phase"] for e in events]
+    assert phases[-1] == "Succeeded"
+    assert phases.index("Running") > phases.index("Pending")
+    creating = next(e for e in events if "containerStatuses" in e["object"]["status"])
+    assert container_state(creating)["waiting"]["reason"] == "ContainerCreating"
+    assert creating["object"]["spec"]["nodeName"] and creating["object"]["status"]["startTime"]
+    running = next(e for e in events if e["object"]["status"]["phase"] == "Running")
+    assert "startedAt" in container_state(running)["running"]
+    assert conditions(running)["Ready"] == "True"
+    terminated = container_state(events[-1])["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (0, "Completed")
+    assert terminated["startedAt"] and terminated["finishedAt"]
+    assert conditions(events[-1])["Ready"] == "False"
+
+
+async def test_exit_code_annotation_fails_the_pod(core_v1: client.CoreV1Api) -> None:
+    events = await run_to_end(core_v1, pod_manifest("fails", annotations={EXIT_CODE: "2"}))
+    terminated = container_state(events[-1])["terminated"]
+    assert events[-1]["object"]["status"]["phase"] == "Failed"
+    assert (terminated["exitCode"], terminated["reason"]) == (2, "Error")
+
+
+async def test_simulated_logs_come_from_the_annotation(core_v1: client.CoreV1Api) -> None:
+    await run_to_end(core_v1, pod_manifest("talks", annotations={LOGS: "line one\nline two"}))
+    text = await asyncio.to_thread(core_v1.read_namespaced_pod_log, "talks", NS, tail_lines=1)
+    assert text == "line two\n"
+
+
+async def test_logs_of_a_container_not_started_are_400() -> None:
+    async with KubeEmulator(mode="off") as emulator:
+        api = core_v1_for(emulator)
+        await asyncio.to_thread(api.create_namespaced_pod, NS, pod_manifest("waiting"))
+        with pytest.raises(client.ApiException) as raised:
+            await asyncio.to_thread(api.read_namespaced_pod_log, "waiting", NS)
+    assert raised.value.status == 400
+    assert "is waiting to start" in raised.value.body
+
+
+async def test_process_mode_exit_3_fails_with_exit_code_3_and_serves_output() -> None:
+    script = "import os; print('hello from', os.environ['WHO']); raise SystemExit(3)"
+    body = pod_manifest("proc", command=[sys.executable, "-c", script])
+    body["spec"]["containers"][0]["env"] = [{"name": "WHO", "value": "the sandbox"}]
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, body)
+        log = await asyncio.to_thread(api.read_namespaced_pod_log, "proc", NS)
+    terminated = container_state(events[-1])["terminated"]
+    assert events[-1]["object"]["status"]["phase"] == "Failed"
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+    assert log == "hello from the sandbox\n"
+
+
+async def test_process_mode_runs_args_without_a_shell() -> None:
+    body = pod_manifest("argv", command=[sys.executable, "-c"])
+    body["spec"]["containers"][0]["args"] = ["import sys; print(sys.argv[1:])", "$HOME", "a;b"]
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, body)
+        log = await asyncio.to_thread(api.read_namespaced_pod_log, "argv", NS)
+    assert events[-1]["object"]["status"]["phase"] == "Succeeded"
+    assert log == "['$HOME', 'a;b']\n"
+
+
+async def test_process_mode_missing_executable_is_a_start_error() -> None:
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, pod_manifest("nope", command=["/no/such/binary"]))
+    terminated = container_state(events[-1])["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (128, "StartError")
+
+
+async def test_capacity_keeps_extra_pods_pending_unschedulable() -> None:
+    async with KubeEmulator(capacity=1, timings=FAST) as emulator:
+        api = core_v1_for(emulator)
+        start = await asyncio.to_thread(api.list_namespaced_pod, NS)
+        for i in range(3):
+            await asyncio.to_thread(api.create_namespaced_pod, NS, pod_manifest(f"c{i}"))
+        events = await watch_until(
+            api, phase_reached("c2", "Succeeded"), resource_version=start.metadata.resource_version
+        )
+        max_running = emulator.kubelet.stats.max_running
+    unschedulable = [
+        e["object"]["metadata"]["name"]
+        for e in events
+        if any(
+            c.get("reason") == "Unschedulable" for c in e["object"]["status"].get("conditions", [])
+        )
+    ]
+    assert max_running == 1
+    assert {"c1", "c2"} <= set(unschedulable)
+
+
+async def test_process_mode_graceful_delete_sends_sigterm() -> None:
+    body = pod_manifest("sleeper", command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    body["spec"]["terminationGracePeriodSeconds"] = 5
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        created = await asyncio.to_thread(api.create_namespaced_pod, NS, body)
+        rv = created.metadata.resource_version
+        await watch_until(api, phase_reached("sleeper", "Running"), resource_version=rv)
+        deleted = await asyncio.to_thread(api.delete_namespaced_pod, "sleeper", NS)
+        events = await watch_until(
+            api,
+            lambda e: e[-1]["type"] == "DELETED",
+            resource_version=deleted.metadata.resource_version,
+        )
+    assert deleted.metadata.deletion_grace_period_seconds == 5
+    assert container_state(events[-1])["terminated"]["exitCode"] == 143
