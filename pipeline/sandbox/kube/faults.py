@@ -102,9 +102,15 @@ class Faults:
     def reset(self) -> None:
         self.config = FaultConfig()
 
-    def fail(self, verb: str, code: int = 503, count: int | None = None) -> None:
-        """Fail `verb` requests with `code` (all of them, or the next `count`)."""
-        self.config.errors[verb] = ErrorRule(code=code, count=count)
+    def fail(
+        self, verb: str, code: int = 503, count: int | None = None, retry_after: int = 1
+    ) -> None:
+        """Fail `verb` requests with `code` (all of them, or the next `count`).
+
+        urllib3 (under the official client) retries GETs answered 429/503 with Retry-After
+        up to three times, honouring the header; `retry_after=0` keeps such tests fast.
+        """
+        self.config.errors[verb] = ErrorRule(code=code, count=count, retry_after=retry_after)
 
     def expire_next_watch(self, count: int = 1) -> None:
         self.config.expire_next_watches += count
