@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,9 +86,22 @@ class RouterSettings(SettingsGroup):
         default_factory=dict, description="Extra queue -> executor entries, JSON in env."
     )
     default_target: Literal["kubernetes", "celery"] | None = Field(
-        "celery", description="Executor for queues not in the table; null dead-letters them."
+        "celery",
+        description="Executor for queues not in the table; null (or empty) dead-letters them.",
     )
     batch_size: int = Field(500, ge=1, description="Records fetched per batch.")
+    group_id: str = Field(
+        "pipeline-router", description="Consumer group; routers sharing it split the partitions."
+    )
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="A router silent this long loses its partitions to the rest."
+    )
+
+    @field_validator("default_target", mode="before")
+    @classmethod
+    def _null_from_env(cls, value: object) -> object:
+        """An env var cannot hold JSON null, so `null`, `none` or empty mean no default."""
+        return None if isinstance(value, str) and value.lower() in ("", "null", "none") else value
 
 
 class LauncherSettings(SettingsGroup):

@@ -14,6 +14,7 @@ from pipeline.config import Settings
 
 # name -> "module:function"; the function takes Settings and returns the exit code.
 STAGES: dict[str, str] = {}
+STAGES["router"] = "pipeline.router:main"
 
 
 def load_entry(spec: str) -> Callable[[Settings], int]:

@@ -1,0 +1,172 @@
+"""Routing decisions: which executor a request goes to, and every message a record becomes.
+
+Pure functions only, so the router stage is a thin loop around them and every rule here
+is tested without a broker: a record in, a list of (topic, key, value) messages out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from pipeline import messages
+from pipeline.config import Settings
+from pipeline.messages import ErrorCode, InvalidMessage, State, TaskKey, TaskRequest
+
+Target = Literal["kubernetes", "celery"]
+Message = tuple[str, bytes | None, bytes]
+
+STAGE: Final = "router"
+REASON_LIMIT: Final = 2000  # TaskEvent.reason allows 4096; keep events small
+LETTER_GROWTH_LIMIT: Final = 1.4  # base64 grows 4/3; the producer refuses 2x max_message_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """Everything a routing decision depends on, read once from settings."""
+
+    kubernetes_queue: str
+    routes: Mapping[str, Target]
+    default_target: Target | None
+    topics: Mapping[Target, str]
+    events_topic: str
+    dlq_topic: str
+    max_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RouteTable:
+        return cls(
+            kubernetes_queue=settings.kubernetes_queue,
+            routes=dict(settings.router.routes),
+            default_target=settings.router.default_target,
+            topics={"kubernetes": settings.topic.kubernetes, "celery": settings.topic.celery},
+            events_topic=settings.topic.events,
+            dlq_topic=settings.topic.dlq,
+            max_bytes=settings.kafka.max_message_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record was read: kept on the routing stamp and in dead letters."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one record became: the messages to publish, and where it went (for metrics)."""
+
+    messages: list[Message] = field(default_factory=list)
+    target: Target | None = None
+    reason: ErrorCode | None = None
+
+
+def resolve(table: RouteTable, queue: str) -> Target | None:
+    """The executor for a queue: the kubernetes queue, then the table, then the default.
+
+    The kubernetes queue wins over a table entry, as Airflow's `kubernetes_queue` does.
+    """
+    if queue == table.kubernetes_queue:
+        return "kubernetes"
+    return table.routes.get(queue, table.default_target)
+
+
+def stamped(request: TaskRequest, target: Target, topic: str, source: Source, now: str) -> bytes:
+    """The request as the executor topic carries it: unchanged but for the routing stamp."""
+    routed = dict(request)  # a shallow copy: the stamp replaces any earlier one
+    routed["routing"] = {
+        "target": target,
+        "topic": topic,
+        "routed_at": now,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+    }
+    return messages.encode(routed)
+
+
+def route(raw: bytes | None, raw_key: bytes | None, source: Source, table: RouteTable) -> Outcome:
+    """Every message one input record becomes. Never raises: a failure is a dead letter."""
+    value = raw if raw is not None else b""
+    try:
+        request = messages.decode_request(value, max_bytes=table.max_bytes)
+        target = resolve(table, request["queue"])
+        if target is None:
+            raise InvalidMessage(
+                ErrorCode.NO_ROUTE,
+                f"queue {request['queue']!r} has no route and there is no default target",
+            )
+        return accepted(request, target, source, table)
+    except InvalidMessage as invalid:
+        return rejected(value, raw_key, invalid, source, table)
+    except Exception as exc:  # a bug here must not stop the stream; the letter keeps the input
+        internal = InvalidMessage(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return rejected(value, raw_key, internal, source, table)
+
+
+def accepted(request: TaskRequest, target: Target, source: Source, table: RouteTable) -> Outcome:
+    """The routed request on its executor topic and a `queued` event, both under the task's key.
+
+    The event id is derived from the request's `submitted_at`, so a re-delivery (or a
+    producer's retry) of the same request yields the same event and the reducer dedupes it.
+    """
+    key = TaskKey.from_wire(request["key"])
+    topic = table.topics[target]
+    event = messages.make_event(
+        key, STAGE, State.QUEUED, discriminator=request["submitted_at"], executor=target
+    )
+    now = event["observed_at"]
+    partition_key = key.partition_key
+    return Outcome(
+        messages=[
+            (topic, partition_key, stamped(request, target, topic, source, now)),
+            (table.events_topic, partition_key, messages.encode(event)),
+        ],
+        target=target,
+    )
+
+
+def rejected(
+    raw: bytes, raw_key: bytes | None, error: InvalidMessage, source: Source, table: RouteTable
+) -> Outcome:
+    """A DeadLetter under the original key, and a `dead_lettered` event if a task key survives.
+
+    The letter keeps the exact original bytes unless base64 would take it past what the
+    producer may send (the input was bigger than any accepted request by far): then it keeps
+    a prefix and says so, since a letter that cannot be published would stop the stream.
+    """
+    if len(raw) > table.max_bytes * LETTER_GROWTH_LIMIT:
+        error = InvalidMessage(
+            error.code,
+            f"{error.message}; original truncated to its first {table.max_bytes} "
+            f"of {len(raw)} bytes",
+        )
+        raw = raw[: table.max_bytes]
+    letter = messages.make_dead_letter(
+        raw,
+        raw_key,
+        error,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        timestamp=source.timestamp,
+        stage=STAGE,
+    )
+    outcome = Outcome(
+        messages=[(table.dlq_topic, raw_key, messages.encode(letter))], reason=error.code
+    )
+    if letter["task_key"] is not None:
+        key = TaskKey.from_wire(letter["task_key"])
+        event = messages.make_event(
+            key,
+            STAGE,
+            State.DEAD_LETTERED,
+            discriminator=f"{source.topic}/{source.partition}/{source.offset}",
+            reason=f"{error.code.value}: {error.message}"[:REASON_LIMIT],
+        )
+        outcome.messages.append((table.events_topic, key.partition_key, messages.encode(event)))
+    return outcome
