@@ -292,6 +292,8 @@ def _pod_reason(stop: Stop | None) -> tuple[str | None, str | None]:
 
 async def _until(stop: asyncio.Future[Stop], seconds: float) -> Stop | None:
     """Wait `seconds` unless a Stop arrives first (then return it)."""
+    if stop.done() or seconds <= 0:
+        return stop.result() if stop.done() else None
     with contextlib.suppress(TimeoutError):
         return await asyncio.wait_for(asyncio.shield(stop), seconds)
     return None

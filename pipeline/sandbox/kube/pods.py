@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -16,7 +17,13 @@ _SERVER_OWNED_METADATA = ("uid", "creationTimestamp", "resourceVersion", "deleti
 
 def rfc3339(at: float | None = None) -> str:
     """metav1.Time: UTC, second precision."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
+    return _format_second(int(time.time() if at is None else at))
+
+
+@functools.lru_cache(maxsize=4)
+def _format_second(second: int) -> str:
+    """Cached: every status write stamps times, and most land in the same second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def parse_body(body: Any, namespace: str) -> JsonObj:
