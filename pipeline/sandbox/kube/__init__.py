@@ -95,6 +95,14 @@ class KubeEmulator:
     def stats(self) -> ServerStats:
         return self.api.stats
 
+    def oom_kill(self, namespace: str, name: str) -> None:
+        """OOM-kill a running pod now: exit 137, reason OOMKilled, phase Failed."""
+        self.kubelet.disrupt((namespace, name), "oom")
+
+    def evict(self, namespace: str, name: str) -> None:
+        """Evict a running pod now: phase Failed, reason Evicted, DisruptionTarget."""
+        self.kubelet.disrupt((namespace, name), "evict")
+
     async def start(self) -> None:
         app = build_app(
             self.api, self.token, admin_routes(self.faults, self.kubelet, self.api.stats)

@@ -233,3 +233,18 @@ async def test_bearer_token_is_required_when_configured() -> None:
         error = await rejected(anonymous_api.list_namespaced_pod, NS)
     assert pods.items == []
     assert error.status == 401
+
+
+async def test_stats_count_concurrent_creates(kube_emulator: KubeEmulator) -> None:
+    kube_emulator.faults.update(latency_seconds=1.0)  # holds each create open while others start
+    url = f"{kube_emulator.url}/api/v1/namespaces/{NS}/pods"
+    async with aiohttp.ClientSession() as session:
+
+        async def post(name: str) -> int:
+            async with session.post(url, json=pod_manifest(name)) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(post(f"c{i}") for i in range(4)))
+    assert statuses == [201] * 4
+    assert kube_emulator.stats.max_creates_in_flight == 4
+    assert kube_emulator.stats.requests["create"] == 4

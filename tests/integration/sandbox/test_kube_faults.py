@@ -144,6 +144,16 @@ async def test_eviction_through_the_admin_endpoint(
     ].items()
 
 
+async def test_oom_kill_in_process(kube_emulator: KubeEmulator, core_v1: client.CoreV1Api) -> None:
+    created = await create(core_v1, pod_manifest("killed", annotations=LONG))
+    rv = created.metadata.resource_version
+    await watch_until(core_v1, phase_reached("killed", "Running"), resource_version=rv)
+    kube_emulator.oom_kill(NS, "killed")
+    events = await watch_until(core_v1, phase_reached("killed", "Failed"), resource_version=rv)
+    terminated = events[-1]["object"]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["reason"] == "OOMKilled"
+
+
 async def test_watch_streams_drop_after_n_events(
     kube_emulator: KubeEmulator, core_v1: client.CoreV1Api
 ) -> None:

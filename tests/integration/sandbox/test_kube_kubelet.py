@@ -146,3 +146,19 @@ async def test_process_mode_graceful_delete_sends_sigterm() -> None:
         )
     assert deleted.metadata.deletion_grace_period_seconds == 5
     assert container_state(events[-1])["terminated"]["exitCode"] == 143
+
+
+async def test_followed_log_streams_until_the_container_ends() -> None:
+    script = "import sys, time\nfor word in ('one', 'two'):\n    print(word, flush=True)\n"
+    script += "    time.sleep(0.2)"
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        created = await asyncio.to_thread(
+            api.create_namespaced_pod,
+            NS,
+            pod_manifest("follow", command=[sys.executable, "-c", script]),
+        )
+        rv = created.metadata.resource_version
+        await watch_until(api, phase_reached("follow", "Running"), resource_version=rv)
+        text = await asyncio.to_thread(api.read_namespaced_pod_log, "follow", NS, follow=True)
+    assert text == "one\ntwo\n"
