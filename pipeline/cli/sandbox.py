@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import console
+from pipeline.cli.sandbox_kube import kube
 from pipeline.sandbox.broker import tansu_broker
 
 sandbox_app = typer.Typer(help="Run the embedded dev environment's parts.", no_args_is_help=True)
@@ -34,3 +35,6 @@ def broker(
                     raise typer.Exit(1)
         except KeyboardInterrupt:
             pass
+
+
+sandbox_app.command("kube")(kube)
