@@ -118,6 +118,10 @@ class LauncherSettings(SettingsGroup):
     retry_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry.")
     retry_max_s: float = Field(30.0, gt=0, description="Longest delay between retries.")
     commit_interval_s: float = Field(0.2, gt=0, description="How often finished offsets commit.")
+    group_id: str = Field("pipeline-launcher", description="Consumer group of the launchers.")
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Group session: how soon a dead launcher's share moves."
+    )
 
 
 class SecuritySettings(SettingsGroup):

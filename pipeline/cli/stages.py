@@ -15,6 +15,7 @@ from pipeline.config import Settings
 # name -> "module:function"; the function takes Settings and returns the exit code.
 STAGES: dict[str, str] = {}
 STAGES["router"] = "pipeline.router:main"
+STAGES["launcher"] = "pipeline.launcher.stage:main"
 
 
 def load_entry(spec: str) -> Callable[[Settings], int]:

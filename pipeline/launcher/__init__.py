@@ -1,1 +1,1 @@
-"""The pod launcher: one worker pod per Kubernetes task request, created durably and at most once."""
+"""The pod launcher: one worker pod per Kubernetes task request, created durably, once."""

@@ -1,0 +1,97 @@
+"""Which launched pods have not finished yet: the count `parallelism` limits.
+
+Pods are added when this launcher creates them (or finds them alive on a 409) and when it
+starts (the adoption scan: managed pods not in a terminal phase). They leave when a terminal
+TaskEvent for their key appears on the events topic. The events consumer is positioned at the
+topic's end *before* the startup scan, so a pod that finishes after the scan always has its
+event ahead of the consumer, and none is counted forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.messages import TERMINAL_STATES, InvalidMessage, State, TaskKey, decode_event
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """Keys of unfinished pods, plus recently finished keys so a late add cannot revive one."""
+
+    def __init__(self, remember: int = 100_000) -> None:
+        self._keys: set[TaskKey] = set()
+        self._finished: OrderedDict[TaskKey, None] = OrderedDict()
+        self._remember = remember
+
+    def add(self, key: TaskKey) -> None:
+        if key not in self._finished:
+            self._keys.add(key)
+
+    def finish(self, key: TaskKey) -> bool:
+        """Forget `key` as in flight; True when it was counted."""
+        self._finished[key] = None
+        self._finished.move_to_end(key)
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
+        if key in self._keys:
+            self._keys.discard(key)
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+def finished_key(raw: bytes) -> TaskKey | None:
+    """The key of a terminal event of a Kubernetes (or executor-less) task, else None."""
+    try:
+        event = decode_event(raw)
+    except InvalidMessage:
+        return None
+    if State(event["state"]) not in TERMINAL_STATES or event.get("executor") == "celery":
+        return None
+    return TaskKey.from_wire(event["key"])
+
+
+async def position_at_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of `topic` and fix the position at its current end.
+
+    (Some brokers report an end a little short of the true one; reading a few old events
+    only finishes keys that are already finished, so it is harmless.)
+    """
+    await consumer.topics()
+    known = consumer.partitions_for_topic(topic)
+    if not known:
+        raise RuntimeError(
+            f"topic {topic} does not exist (create it with `pipeline topics create`)"
+        )
+    partitions = [TopicPartition(topic, p) for p in sorted(known)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    return partitions
+
+
+async def follow_finished(
+    consumer: AIOKafkaConsumer, in_flight: InFlight, on_finish: Callable[[], None]
+) -> None:
+    """Forever: drop finished tasks from `in_flight`, calling `on_finish` when room appears."""
+    while True:
+        batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+        freed = False
+        for records in batch.values():
+            for record in records:
+                key = finished_key(record.value) if record.value is not None else None
+                if key is not None and in_flight.finish(key):
+                    freed = True
+        if freed:
+            on_finish()

@@ -1,0 +1,197 @@
+"""The launcher's few Kubernetes calls, through the official client, off the event loop.
+
+The client is blocking, so each call runs in a thread pool sized to `max_concurrent_creates`:
+the pool is the limit on API calls in flight. Responses are read raw (`_preload_content=False`)
+because the launcher needs a status code and a field or two, never a V1Pod object. Failures
+become LaunchErrors that say whether retrying can help; urllib3's own retries are off so the
+launcher's backoff (which honours Retry-After) is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, TypeVar
+
+import orjson
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from pipeline.config import KubeSettings
+from pipeline.launcher import metrics
+from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
+from pipeline.launcher.merge import JsonObj
+from pipeline.messages import TaskKey
+from pipeline.pods import key_from_annotations
+
+T = TypeVar("T")
+
+TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
+_RETRIABLE_STATUS: Final = frozenset({401, 408, 429})
+_LIST_PAGE: Final = 500
+
+
+def api_configuration(kube: KubeSettings, pool_size: int) -> client.Configuration:
+    """A fresh client Configuration: the kubeconfig when set, else the in-cluster account."""
+    cfg = client.Configuration()
+    if kube.config is not None:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kube.config),
+            context=kube.context,
+            client_configuration=cfg,
+            persist_config=False,
+        )
+    else:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    cfg.retries = False
+    cfg.connection_pool_maxsize = max(pool_size, 1)
+    return cfg
+
+
+def classify(exc: Exception) -> LaunchError:
+    """What an API failure means for the task: fail it now, or retry later."""
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        reason = f"{status} {exc.reason or ''}: {_status_message(exc.body)}".strip(": ")
+        if status in _RETRIABLE_STATUS or status >= 500 or status == 0:
+            return RetryLater(reason, _retry_after(exc.headers))
+        if status == 403 and "exceeded quota" in reason:
+            return RetryLater(reason)
+        return PodRejected(reason)
+    return RetryLater(f"{type(exc).__name__}: {exc}")
+
+
+class PodApi:
+    """Create, read and list the project's pods in one namespace."""
+
+    def __init__(self, kube: KubeSettings, concurrency: int) -> None:
+        self.namespace = kube.namespace
+        self._timeout = kube.request_timeout_s
+        self._api_client = client.ApiClient(api_configuration(kube, concurrency))
+        self._core = client.CoreV1Api(self._api_client)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube-api")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._api_client.close()  # type: ignore[no-untyped-call]
+
+    async def create(self, pod: JsonObj) -> bool:
+        """True when created, False when it already existed (409); else a LaunchError."""
+        try:
+            await self._call("create", self._create_sync, pod)
+        except LaunchError:
+            raise
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise classify(exc) from None
+        return True
+
+    async def phase(self, name: str) -> str | None:
+        """The pod's phase, or None when there is no such pod."""
+        try:
+            body = await self._call("get", self._get_sync, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise classify(exc) from None
+        phase: str | None = (body.get("status") or {}).get("phase")
+        return phase or "Pending"
+
+    async def active_tasks(self, selector: str) -> set[TaskKey]:
+        """Task keys of selected pods that have not finished (Airflow's adoption scan)."""
+        keys: set[TaskKey] = set()
+        token: str | None = None
+        while True:
+            try:
+                page = await self._call("list", self._list_sync, selector, token)
+            except ApiException as exc:
+                raise classify(exc) from None
+            for item in page.get("items") or []:
+                if (item.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                    continue
+                key = key_from_annotations((item.get("metadata") or {}).get("annotations"))
+                if key is not None:
+                    keys.add(key)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return keys
+
+    async def _call(self, verb: str, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _timed, verb, fn, *args)
+
+    def _create_sync(self, pod: JsonObj) -> None:
+        # The client sends an API-form dict as it is; no V1Pod round trip needed.
+        response = self._core.create_namespaced_pod(
+            self.namespace,
+            pod,  # type: ignore[arg-type]
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
+        _drain(response)
+
+    def _get_sync(self, name: str) -> JsonObj:
+        response = self._core.read_namespaced_pod(
+            name, self.namespace, _preload_content=False, _request_timeout=self._timeout
+        )
+        return _json(response)
+
+    def _list_sync(self, selector: str, token: str | None) -> JsonObj:
+        response = self._core.list_namespaced_pod(
+            self.namespace,
+            label_selector=selector,
+            limit=_LIST_PAGE,
+            _continue=token,
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
+        return _json(response)
+
+
+def _timed(verb: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run one blocking call, observing its latency; transport errors become RetryLater."""
+    started = time.perf_counter()
+    try:
+        return fn(*args)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise classify(exc) from None
+    finally:
+        metrics.API_SECONDS.labels(verb).observe(time.perf_counter() - started)
+
+
+def _drain(response: Any) -> None:
+    try:
+        response.read()
+    finally:
+        response.release_conn()
+
+
+def _json(response: Any) -> JsonObj:
+    try:
+        loaded: JsonObj = orjson.loads(response.read())
+        return loaded
+    finally:
+        response.release_conn()
+
+
+def _status_message(body: Any) -> str:
+    """The `message` of a Kubernetes Status body, or the body itself (shortened)."""
+    if not body:
+        return ""
+    try:
+        message = orjson.loads(body).get("message")
+    except (orjson.JSONDecodeError, AttributeError):
+        message = None
+    return str(message or body)[:1000]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,390 @@
+"""The launcher stage: `tasks.kubernetes` in, worker pods and `launched`/`failed` events out.
+
+Airflow's `KubernetesExecutor.sync` + `run_next`, made durable. Each cycle takes at most
+`creation_batch_size` requests (fewer when `parallelism` leaves less room), builds their pods
+and starts the creates; the cycle ends when every create's first attempt is decided. A
+transient failure does not hold the cycle: the launch is rescheduled after its backoff and
+the next cycle goes on. When launched-but-unfinished pods fill `parallelism`, the partitions
+are paused (polling continues, so the group membership stays alive) until terminal events
+on `tasks.events` make room.
+
+A request's offset is committed only after its event (or dead letter) is acknowledged, and
+only up to the highest contiguous finished offset of its partition, so a SIGKILL at any
+moment re-delivers, and a re-delivered request meets its own pod's name: 409, `launched`
+again, with the same event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from kubernetes.config import ConfigException
+
+from pipeline import logs, runtime
+from pipeline.config import Settings
+from pipeline.kafka import make_consumer, make_producer, started
+from pipeline.launcher import metrics
+from pipeline.launcher.builder import PodSpecBuilder
+from pipeline.launcher.errors import LaunchError, PodRejected, retry_delay
+from pipeline.launcher.inflight import InFlight, follow_finished, position_at_end
+from pipeline.launcher.kube_client import TERMINAL_PHASES, PodApi
+from pipeline.launcher.merge import JsonObj
+from pipeline.launcher.offsets import OffsetTracker
+from pipeline.messages import (
+    InvalidMessage,
+    State,
+    TaskEvent,
+    TaskKey,
+    decode_request,
+    encode,
+    make_dead_letter,
+    make_event,
+)
+from pipeline.pods import managed_selector, pod_name
+
+log = logging.getLogger(__name__)
+
+SOURCE = "launcher"
+_PAUSED_WAIT_S = 0.5
+
+
+@dataclass
+class Launch:
+    """One request on its way to a pod; `retries` counts the attempts already retried."""
+
+    tp: TopicPartition
+    offset: int
+    key: TaskKey
+    pod: JsonObj
+    retries: int = 0
+
+    @property
+    def name(self) -> str:
+        name: str = self.pod["metadata"]["name"]
+        return name
+
+
+class LauncherStage(runtime.Stage):
+    name = "launcher"
+
+    def __init__(self, settings: Settings, api: PodApi | None = None) -> None:
+        super().__init__(settings)
+        self.builder = PodSpecBuilder.from_settings(settings, self.instance)
+        cfg = settings.launcher
+        self.api = api or PodApi(settings.kube, cfg.max_concurrent_creates)
+        self.in_flight = InFlight()
+        self.launching = 0
+        self.trackers: dict[TopicPartition, OffsetTracker] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self._retries: set[asyncio.Task[None]] = set()
+        self._publishes: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
+        self._follower: asyncio.Task[None] | None = None
+
+    def health(self) -> tuple[bool, str]:
+        if self._follower is not None and self._follower.done():
+            return False, "events follower stopped"
+        return True, "ok"
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        s = self.settings
+        self._room = asyncio.Event()
+        self._stopping = stopping
+        self.producer = make_producer(s.kafka, "launcher")
+        events = make_consumer(s.kafka, group_id=None, client_id="launcher-events")
+        requests = make_consumer(
+            s.kafka,
+            group_id=s.launcher.group_id,
+            client_id="launcher",
+            session_timeout_ms=s.launcher.session_timeout_ms,
+            heartbeat_interval_ms=s.launcher.session_timeout_ms // 3,
+        )
+        try:
+            async with (
+                started(self.producer, s.kafka),
+                started(events, s.kafka),
+                started(requests, s.kafka),
+            ):
+                await position_at_end(events, s.topic.events)
+                if not await self._adopt_in_flight(stopping):
+                    return
+                self._follower = runtime.guard(
+                    follow_finished(events, self.in_flight, self._room.set), "launcher-events"
+                )
+                committer = runtime.guard(self._commit_every_interval(requests), "commits")
+                requests.subscribe([s.topic.kubernetes], listener=_Rebalance(self, requests))
+                self.ready = True
+                try:
+                    await self._consume(requests, stopping)
+                    await self._drain()
+                    await self._commit(requests)
+                finally:
+                    for task in (committer, self._follower, *self._retries):
+                        task.cancel()
+        finally:
+            self.api.close()
+
+    async def _adopt_in_flight(self, stopping: asyncio.Event) -> bool:
+        """Count pods left unfinished by earlier runs; retries while the API is unavailable."""
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                keys = await self.api.active_tasks(managed_selector())
+            except LaunchError as exc:
+                attempt += 1
+                delay = retry_delay(exc, attempt, base=1.0, cap=30.0, rng=self._rng)
+                log.warning("cannot list pods yet (%s); retrying in %.1fs", exc.reason, delay)
+                await _sleep_unless(stopping, delay)
+                continue
+            for key in keys:
+                self.in_flight.add(key)
+            log.info("adopted in-flight pods", extra={"in_flight": len(self.in_flight)})
+            return True
+        return False
+
+    # -- the cycle ---------------------------------------------------------------------------
+
+    async def _consume(self, requests: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        cfg = self.settings.launcher
+        while not stopping.is_set():
+            room = cfg.parallelism - len(self.in_flight) - self.launching
+            self._observe(paused=room <= 0)
+            if room <= 0:
+                await self._wait_for_room(requests)
+                continue
+            if paused := requests.paused():
+                requests.resume(*paused)
+            limit = min(cfg.creation_batch_size, room)
+            batch = await requests.getmany(timeout_ms=200, max_records=limit)
+            launches = [
+                launch
+                for tp, records in batch.items()
+                for record in records
+                if (launch := self._take(tp, record)) is not None
+            ]
+            if launches:
+                await asyncio.gather(*(self._attempt(launch) for launch in launches))
+
+    async def _wait_for_room(self, requests: AIOKafkaConsumer) -> None:
+        """Paused: keep polling (the group expects it) and wake when a pod finishes."""
+        requests.pause(*requests.assignment())
+        self._room.clear()
+        stray = await requests.getmany(timeout_ms=0)
+        for tp, records in stray.items():  # a partition assigned after the pause
+            requests.seek(tp, records[0].offset)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), _PAUSED_WAIT_S)
+
+    def _take(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Launch | None:
+        """Begin tracking a record; a Launch when it should become a pod."""
+        self._begin(tp, record.offset)
+        try:
+            request = decode_request(
+                record.value or b"", max_bytes=self.settings.kafka.max_message_bytes
+            )
+        except InvalidMessage as exc:
+            metrics.DEAD_LETTERS.inc()
+            letter = make_dead_letter(
+                record.value or b"", record.key, exc, topic=tp.topic, partition=tp.partition,
+                offset=record.offset, timestamp=record.timestamp, stage=self.name,
+            )  # fmt: skip
+            topic = self.settings.topic.dlq
+            self._publish(tp, record.offset, topic, record.key, encode(letter))
+            return None
+        key = TaskKey.from_wire(request["key"])
+        try:
+            pod = self.builder.build(request)
+        except PodRejected as exc:
+            metrics.CREATES.labels("rejected").inc()
+            self._report(tp, record.offset, self._failed(key, pod_name(key), exc.reason))
+            return None
+        self.launching += 1
+        return Launch(tp, record.offset, key, pod)
+
+    async def _attempt(self, launch: Launch) -> None:
+        """One create attempt; decides the launch or schedules its retry."""
+        with logs.bound(task=str(launch.key), pod=launch.name):
+            try:
+                alive = await self._create(launch)
+            except LaunchError as exc:
+                self._after_error(launch, exc)
+                return
+            except Exception as exc:  # a bug must fail one task loudly, not wedge its offset
+                log.exception("unexpected error creating the pod")
+                self._after_error(launch, PodRejected(f"internal error: {exc!r}"))
+                return
+            self._decided(launch, alive)
+            self._report(launch.tp, launch.offset, self._launched(launch))
+
+    async def _create(self, launch: Launch) -> bool:
+        """Create the pod; whether it is alive (a 409 pod may have finished long ago)."""
+        if await self.api.create(launch.pod):
+            metrics.CREATES.labels("created").inc()
+            return True
+        metrics.CREATES.labels("exists").inc()
+        phase = await self.api.phase(launch.name)
+        return phase is not None and phase not in TERMINAL_PHASES
+
+    def _after_error(self, launch: Launch, exc: LaunchError) -> None:
+        cfg = self.settings.launcher
+        if exc.retriable and launch.retries < cfg.max_retries:
+            if self._stopping.is_set():
+                return  # abandoned uncommitted: re-delivered after the restart
+            launch.retries += 1
+            metrics.CREATES.labels("retried").inc()
+            delay = retry_delay(
+                exc, launch.retries, base=cfg.retry_base_s, cap=cfg.retry_max_s, rng=self._rng
+            )
+            log.info("create failed (%s); retry %d in %.2fs", exc.reason, launch.retries, delay)
+            self._spawn(self._retries, self._retry(launch, delay))
+            return
+        reason = exc.reason
+        if exc.retriable:
+            reason = f"gave up after {launch.retries} retries: {reason}"
+        metrics.CREATES.labels("failed" if exc.retriable else "rejected").inc()
+        log.warning("launch failed: %s", reason)
+        self._decided(launch, alive=False)
+        self._report(launch.tp, launch.offset, self._failed(launch.key, launch.name, reason))
+
+    async def _retry(self, launch: Launch, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._attempt(launch)
+
+    def _decided(self, launch: Launch, alive: bool) -> None:
+        self.launching -= 1
+        if alive:
+            self.in_flight.add(launch.key)
+        self._room.set()
+
+    # -- events and offsets ------------------------------------------------------------------
+
+    def _launched(self, launch: Launch) -> TaskEvent:
+        return make_event(
+            launch.key, SOURCE, State.LAUNCHED, discriminator=launch.name,
+            executor="kubernetes", pod_name=launch.name, namespace=self.api.namespace,
+        )  # fmt: skip
+
+    def _failed(self, key: TaskKey, name: str, reason: str) -> TaskEvent:
+        return make_event(
+            key, SOURCE, State.FAILED, discriminator=name, reason=reason[:4096],
+            executor="kubernetes", pod_name=name, namespace=self.api.namespace,
+        )  # fmt: skip
+
+    def _report(self, tp: TopicPartition, offset: int, event: TaskEvent) -> None:
+        key = TaskKey.from_wire(event["key"]).partition_key
+        self._publish(tp, offset, self.settings.topic.events, key, encode(event))
+
+    def _publish(
+        self, tp: TopicPartition, offset: int, topic: str, key: bytes | None, value: bytes
+    ) -> None:
+        self._spawn(self._publishes, self._send(tp, offset, topic, key, value))
+
+    async def _send(
+        self, tp: TopicPartition, offset: int, topic: str, key: bytes | None, value: bytes
+    ) -> None:
+        """Send until acknowledged, then let the request's offset be committed."""
+        while True:
+            try:
+                await (await self.producer.send(topic, value, key=key))
+                break
+            except KafkaError as exc:
+                log.warning("publishing to %s failed (%s); retrying", topic, exc)
+                await asyncio.sleep(1.0)
+        if tracker := self.trackers.get(tp):
+            tracker.finish(offset)
+
+    def _begin(self, tp: TopicPartition, offset: int) -> None:
+        tracker = self.trackers.setdefault(tp, OffsetTracker())
+        try:
+            tracker.begin(offset)
+        except ValueError:  # the partition was re-positioned without a revoke: start over
+            self.trackers[tp] = tracker = OffsetTracker()
+            tracker.begin(offset)
+
+    async def _commit(
+        self, requests: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+    ) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, tracker in list(self.trackers.items()):
+            offset = tracker.committable
+            wanted = only is None or tp in only
+            if wanted and offset is not None and offset != self.committed.get(tp):
+                offsets[tp] = offset
+        if not offsets:
+            return
+        try:
+            await requests.commit(offsets)
+        except KafkaError as exc:
+            log.warning("commit refused; those requests will be re-delivered: %s", exc)
+            return
+        self.committed.update(offsets)
+
+    async def _commit_every_interval(self, requests: AIOKafkaConsumer) -> None:
+        while True:
+            await asyncio.sleep(self.settings.launcher.commit_interval_s)
+            await self._commit(requests)
+
+    async def _drain(self) -> None:
+        """On stop: abandon pending retries (re-delivered later), finish every publish."""
+        for task in list(self._retries):
+            task.cancel()
+        while self._publishes:
+            await asyncio.gather(*list(self._publishes), return_exceptions=True)
+
+    def _spawn(self, tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(_log_crash)
+
+    def _observe(self, *, paused: bool) -> None:
+        metrics.IN_FLIGHT.set(len(self.in_flight))
+        metrics.LAUNCHING.set(self.launching)
+        metrics.PAUSED.set(1 if paused else 0)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit what is finished before partitions move; forget their offsets after."""
+
+    def __init__(self, stage: LauncherStage, consumer: AIOKafkaConsumer) -> None:
+        self.stage = stage
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.stage._commit(self.consumer, set(revoked))
+        for tp in revoked:
+            self.stage.trackers.pop(tp, None)
+            self.stage.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("launch task crashed", exc_info=exc)
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+def main(settings: Settings) -> int:
+    """`pipeline run launcher`: exit 2 when templates, the hook or kube config are unusable."""
+    try:
+        stage = LauncherStage(settings)
+    except (ValueError, ConfigException, OSError) as exc:
+        print(f"launcher: {exc}", file=sys.stderr)
+        return 2
+    return runtime.main(stage)
