@@ -1,3 +1,3 @@
 """Shared fixtures live in tests/fixtures/; each module there is a pytest plugin."""
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.kube"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.kube", "tests.fixtures.router"]

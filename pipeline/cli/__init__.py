@@ -12,6 +12,7 @@ import typer
 
 from pipeline.cli import bench, config_cmd, sandbox, stages, submit, topics
 from pipeline.cli.common import CliError
+from pipeline.cli.dlq import dlq_app
 from pipeline.config import ConfigError
 from pipeline.kafka import BrokerUnreachable
 from pipeline.sandbox.broker import BrokerStartError
@@ -51,6 +52,7 @@ app.command("tail")(topics.tail)
 app.add_typer(topics.topics_app, name="topics")
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(sandbox.sandbox_app, name="sandbox")
+app.add_typer(dlq_app, name="dlq")
 
 EXPECTED_ERRORS = (CliError, ConfigError, BrokerUnreachable, BrokerStartError)
 

@@ -8,10 +8,8 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -20,51 +18,13 @@ from prometheus_client import REGISTRY
 
 from pipeline import messages
 from pipeline.config import Settings, load_settings
-from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import TaskKey
-from pipeline.router import Router
 from pipeline.sandbox.broker import free_port
 from tests.fixtures.kafka import read_all, read_records
 from tests.fixtures.polling import eventually
+from tests.fixtures.router import publish, request, router_running
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def router_env(topics: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Topics created, a consumer group of this test's own, no-route for unknown queues."""
-    monkeypatch.setenv("PIPELINE_ROUTER_GROUP_ID", f"router-{topics.topic.requests}")
-    monkeypatch.setenv("PIPELINE_ROUTER_ROUTES", '{"gpu": "kubernetes", "default": "celery"}')
-    monkeypatch.setenv("PIPELINE_ROUTER_DEFAULT_TARGET", "null")
-    monkeypatch.setenv("PIPELINE_KAFKA_MAX_MESSAGE_BYTES", "4096")
-    # the sandbox broker numbers generations from 0, so aiokafka skips LeaveGroup on stop and
-    # a restarted or surviving member waits out the session of the one that went away
-    monkeypatch.setenv("PIPELINE_ROUTER_SESSION_TIMEOUT_MS", "3000")
-    yield load_settings()
-
-
-def request(key: TaskKey, queue: str, **fields: Any) -> tuple[bytes, bytes]:
-    value = {**messages.make_request(key, ["echo", str(key)], queue), **fields}
-    return key.partition_key, messages.encode(value)
-
-
-async def publish(settings: Settings, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = make_producer(settings.kafka, "test-producer")
-    async with started(producer, settings.kafka):
-        await send_all(producer, [(settings.topic.requests, k, v) for k, v in records])
-
-
-@asynccontextmanager
-async def router_running(settings: Settings) -> AsyncIterator[Router]:
-    """The stage in this process, stopped through its stop flag like a SIGTERM would."""
-    stopping = asyncio.Event()
-    router = Router(settings)
-    task = asyncio.create_task(router.run(stopping))
-    try:
-        yield router
-    finally:
-        stopping.set()
-        await asyncio.wait_for(task, 30)
 
 
 def metric(name: str, **labels: str) -> float:

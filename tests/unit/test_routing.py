@@ -147,7 +147,7 @@ def test_invalid_input_becomes_a_dead_letter_with_the_exact_bytes_and_maybe_an_e
     for topic, event_key, event_raw in events:
         event = messages.decode_event(event_raw)
         assert topic == "out.events" and event_key == KEY.partition_key
-        assert event["state"] == State.DEAD_LETTERED and event["reason"].startswith(code.value)
+        assert event["state"] == State.DEAD_LETTERED and str(event["reason"]).startswith(code.value)
         assert TaskKey.from_wire(event["key"]) == KEY
 
 
