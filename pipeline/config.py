@@ -55,11 +55,18 @@ class TopicSettings(SettingsGroup):
     events: str = "tasks.events"
     state: str = "tasks.state"
     dlq: str = "tasks.dlq"
+    watcher_checkpoints: str = Field(
+        "tasks.watcher-checkpoints",
+        description="Where the pod watcher keeps its resourceVersion (compacted, keyed by watch).",
+    )
     partitions: int = Field(6, ge=1, description="Partitions for new topics.")
     replication_factor: int = Field(1, ge=1)
 
     def all_names(self) -> list[str]:
-        return [self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq]
+        return [
+            self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq,
+            self.watcher_checkpoints,
+        ]  # fmt: skip
 
 
 class KubeSettings(SettingsGroup):
@@ -140,13 +147,35 @@ class SecuritySettings(SettingsGroup):
 
 
 class WatcherSettings(SettingsGroup):
-    pending_timeout_s: float = Field(300.0, gt=0)
-    pending_check_interval_s: float = Field(30.0, gt=0)
-    pending_check_batch: int = Field(100, ge=1)
-    delete_pods: bool = True
-    delete_pods_on_failure: bool = False
-    adopt_orphans: bool = True
+    """The pod watcher: what it watches, how it resumes, and what it deletes."""
+
+    pending_timeout_s: float = Field(
+        300.0, gt=0, description="A pod Pending longer than this is deleted and its task fails."
+    )
+    pending_check_interval_s: float = Field(
+        30.0, gt=0, description="How often the pending-timeout and cleanup sweep runs."
+    )
+    pending_check_batch: int = Field(100, ge=1, description="Pods examined per sweep, at most.")
+    delete_pods: bool = Field(True, description="Delete pods whose task succeeded.")
+    delete_pods_on_failure: bool = Field(
+        False, description="Also delete pods whose task failed (kept for debugging otherwise)."
+    )
+    adopt_orphans: bool = Field(
+        True,
+        description="Watch every managed pod, whatever launcher instance made it; off watches "
+        "only pods labelled with PIPELINE_RUNTIME_INSTANCE (which must then be set).",
+    )
     namespaces: list[str] = Field(default_factory=list, description="Empty: the kube namespace.")
+    watch_timeout_s: int = Field(
+        300, ge=1, description="Server-side timeout of one watch request; it then reconnects."
+    )
+    reconnect_backoff_s: float = Field(
+        0.5, gt=0, description="First delay before reconnecting a failed watch; doubles."
+    )
+    reconnect_backoff_max_s: float = Field(30.0, gt=0, description="Ceiling of that delay.")
+    checkpoint_interval_s: float = Field(
+        2.0, gt=0, description="Checkpoint the watch's resourceVersion at most this often."
+    )
 
 
 class ReducerSettings(SettingsGroup):

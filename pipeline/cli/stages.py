@@ -16,6 +16,7 @@ from pipeline.config import Settings
 STAGES: dict[str, str] = {}
 STAGES["router"] = "pipeline.router:main"
 STAGES["launcher"] = "pipeline.launcher.stage:main"
+STAGES["watcher"] = "pipeline.watcher.stage:main"
 
 
 def load_entry(spec: str) -> Callable[[Settings], int]:

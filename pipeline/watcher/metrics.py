@@ -33,3 +33,6 @@ PODS_DELETED = Counter(
 CHECKPOINTS = Counter(
     "pipeline_watcher_checkpoints_total", "Resource versions checkpointed.", ["namespace"]
 )
+SWEEPS = Counter(
+    "pipeline_watcher_sweeps_total", "Pending-timeout and cleanup sweeps completed.", ["namespace"]
+)

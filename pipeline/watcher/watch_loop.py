@@ -36,6 +36,7 @@ class WatchUnavailable(Exception):
 class Listing:
     pods: list[Pod]
     resource_version: str
+    more: str | None = None  # continue token when only one page was asked for
 
 
 class PodSource(Protocol):

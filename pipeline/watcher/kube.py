@@ -1,0 +1,185 @@
+"""The watcher's edge to Kubernetes: list, watch and delete pods through the official client.
+
+The client is synchronous, so calls run in threads. A watch runs in its own thread and
+hands frames to the event loop through a queue; stopping shuts its socket down (the
+client's `Watch.stop`), so a stop never waits for the next frame. Pods stay the API's JSON
+dicts (`_preload_content=False`, and a watch that does not deserialize), which is what
+the translation reads and what a checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from pipeline.config import KubeSettings
+from pipeline.watcher.watch_loop import Listing, Pod, WatchGone, WatchUnavailable
+
+_T = TypeVar("_T")
+_RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def core_v1(kube: KubeSettings) -> client.CoreV1Api:
+    """A CoreV1Api from the kubeconfig in settings, or the in-cluster service account."""
+    configuration = client.Configuration()
+    if kube.config is None:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kube.config),
+            context=kube.context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    configuration.retries = False  # the watch loop's backoff decides when to try again
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+class _RawWatch(watch.Watch):  # type: ignore[misc]
+    """The client's watch (410 handling, socket shutdown on stop) without model objects."""
+
+    def get_return_type(self, func: Any) -> None:
+        return None
+
+
+@dataclass
+class PodApi:
+    """The pods of one namespace that match one label selector."""
+
+    core: client.CoreV1Api
+    namespace: str
+    selector: str
+    request_timeout_s: float = 30.0
+    watch_timeout_s: int = 300
+    page_size: int = 500
+
+    @property
+    def server(self) -> str:
+        return str(self.core.api_client.configuration.host)
+
+    async def list(
+        self,
+        *,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        resume: str | None = None,
+    ) -> Listing:
+        """All matching pods (paged), or one page of `limit` (from a `resume` token)."""
+        return await asyncio.to_thread(self._list, field_selector, limit, resume)
+
+    def _list(self, field_selector: str | None, limit: int | None, token: str | None) -> Listing:
+        pods: list[Pod] = []
+        while True:
+            response = _call(
+                self.core.list_namespaced_pod,
+                self.namespace,
+                label_selector=self.selector,
+                field_selector=field_selector,
+                limit=limit or self.page_size,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=self.request_timeout_s,
+            )
+            body = orjson.loads(response.data)  # type: ignore[attr-defined]
+            pods.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue")
+            if limit is not None or not token:
+                return Listing(pods, str(body["metadata"]["resourceVersion"]), token)
+
+    async def delete(self, name: str, uid: str) -> bool:
+        """Delete one pod, only if it is still the one with `uid`; False if already gone."""
+        try:
+            await asyncio.to_thread(
+                _call,
+                self.core.delete_namespaced_pod,
+                name,
+                self.namespace,
+                body={"preconditions": {"uid": uid}},
+                _request_timeout=self.request_timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone, or a newer pod now has the name
+                return False
+            raise
+        return True
+
+    async def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Pod]:
+        """Frames from `resource_version` on, until the server ends the stream or `stopping`."""
+        loop = asyncio.get_running_loop()
+        frames: asyncio.Queue[Pod | BaseException | None] = asyncio.Queue()
+        stream = _RawWatch()  # type: ignore[no-untyped-call]
+
+        def pump() -> None:
+            try:
+                for frame in stream.stream(  # type: ignore[no-untyped-call]
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=self.selector,
+                    resource_version=resource_version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=self.watch_timeout_s,
+                    _request_timeout=(_CONNECT_TIMEOUT_S, self.watch_timeout_s + 30.0),
+                ):
+                    loop.call_soon_threadsafe(frames.put_nowait, frame)
+                loop.call_soon_threadsafe(frames.put_nowait, None)
+            except BaseException as exc:  # handed to the loop, which decides
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(frames.put_nowait, exc)
+
+        threading.Thread(target=pump, name=f"watch-{self.namespace}", daemon=True).start()
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while True:
+                item = await _next(frames, stop)
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise _classify(item) from item
+                yield {"type": item["type"], "object": item["raw_object"]}
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
+            stop.cancel()
+
+
+async def _next(
+    frames: asyncio.Queue[Pod | BaseException | None], stop: asyncio.Future[Any]
+) -> Pod | BaseException | None:
+    """The next frame, or None once `stop` resolved first."""
+    if not frames.empty():
+        return frames.get_nowait()
+    get = asyncio.ensure_future(frames.get())
+    done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if get in done:
+        return get.result()
+    get.cancel()
+    return None
+
+
+def _call(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Call the client, turning 410 into WatchGone and transient failures into WatchUnavailable."""
+    try:
+        return method(*args, **kwargs)
+    except BaseException as exc:
+        raise _classify(exc) from exc
+
+
+def _classify(exc: BaseException) -> BaseException:
+    if isinstance(exc, ApiException):
+        if exc.status == 410:
+            return WatchGone(str(exc.reason))
+        if exc.status in _RETRIABLE:
+            return WatchUnavailable(f"{exc.status} {exc.reason}")
+        return exc
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return WatchUnavailable(f"{type(exc).__name__}: {exc}")
+    return exc
