@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,11 +79,73 @@ class KubeSettings(SettingsGroup):
 
 
 class CelerySettings(SettingsGroup):
-    broker_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"))
-    result_backend: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/1"))
-    task_publish_max_retries: int = Field(3, ge=0)
-    stalled_task_timeout_s: float = Field(300.0, gt=0)
-    execution_timeout_s: float = Field(3600.0, gt=0)
+    """The Celery path: broker and result backend, worker command policy, dispatch, monitor."""
+
+    broker_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Celery broker (Redis)."
+    )
+    result_backend: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/1"),
+        description="Celery result backend (Redis); also holds the dispatch records.",
+    )
+    task_publish_max_retries: int = Field(
+        3, ge=0, description="send_task retries after the first attempt before the task fails."
+    )
+    publish_retry_backoff_s: float = Field(
+        0.5, gt=0, description="Delay before the first publish retry; doubles each retry."
+    )
+    stalled_task_timeout_s: float = Field(
+        300.0, gt=0, description="A task sent but not started within this is stalled."
+    )
+    stalled_action: Literal["resend", "fail"] = Field(
+        "resend", description="Stalled tasks are re-sent once (then failed), or failed at once."
+    )
+    execution_timeout_s: float = Field(
+        3600.0, gt=0, description="A command running longer is killed and the task fails."
+    )
+    visibility_timeout_s: float = Field(
+        7200.0,
+        gt=0,
+        description="Redis redelivers a task unacknowledged this long (a lost worker's task); "
+        "must exceed execution_timeout_s or long tasks run twice.",
+    )
+    unacked_restore_interval_s: float = Field(
+        10.0, gt=0, description="How often workers look for tasks past the visibility timeout."
+    )
+    command_path: str | None = Field(
+        None, description="PATH for task commands; unset uses the worker's own PATH."
+    )
+    command_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for every task command (JSON)."
+    )
+    queues: list[str] = Field(
+        default_factory=lambda: ["default"], description="Queues `pipeline celery-worker` serves."
+    )
+    worker_concurrency: int = Field(4, ge=1, description="Commands one worker runs at once.")
+    dispatch_concurrency: int = Field(8, ge=1, description="send_task calls in flight at once.")
+    dispatch_batch_size: int = Field(100, ge=1, description="Requests fetched per batch.")
+    dispatch_record_ttl_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="How long a dispatch is remembered for de-duplication."
+    )
+    monitor_poll_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between bulk state fetches."
+    )
+    monitor_fetch_batch: int = Field(1000, ge=1, description="Task ids per MGET round trip.")
+    dispatcher_group_id: str = Field(
+        "pipeline-celery-dispatcher", description="Dispatchers sharing it split the partitions."
+    )
+    monitor_group_id: str = Field(
+        "pipeline-celery-monitor", description="Monitors sharing it split the events partitions."
+    )
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="A dispatcher or monitor silent this long loses partitions."
+    )
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_execution(self) -> CelerySettings:
+        if self.visibility_timeout_s <= self.execution_timeout_s:
+            raise ValueError("celery.visibility_timeout_s must exceed celery.execution_timeout_s")
+        return self
 
 
 class RouterSettings(SettingsGroup):

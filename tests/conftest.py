@@ -1,3 +1,8 @@
 """Shared fixtures live in tests/fixtures/; each module there is a pytest plugin."""
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.kube", "tests.fixtures.router"]
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.kube",
+    "tests.fixtures.router",
+    "tests.fixtures.celery",
+]

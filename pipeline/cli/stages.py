@@ -14,6 +14,8 @@ from pipeline.config import Settings
 
 # name -> "module:function"; the function takes Settings and returns the exit code.
 STAGES: dict[str, str] = {}
+STAGES["celery-dispatcher"] = "pipeline.celery_bridge.dispatcher:main"
+STAGES["celery-monitor"] = "pipeline.celery_bridge.monitor:main"
 STAGES["router"] = "pipeline.router:main"
 STAGES["launcher"] = "pipeline.launcher.stage:main"
 STAGES["watcher"] = "pipeline.watcher.stage:main"

@@ -1,0 +1,165 @@
+"""The Celery dispatcher stage: `tasks.celery` records become Celery tasks on their queue.
+
+For each request: claim its dispatch record, `send_task` to the request's queue with a task
+id derived from the task key (retrying publish failures with backoff, as Airflow's
+`send_task_to_executor`), then publish `launched` or `failed`; offsets are committed only after
+those events are acknowledged. A re-delivered record finds its dispatch record and re-announces
+the same event (same event id) instead of sending again. Celery's client is blocking, so sends
+run on a small thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import prometheus_client as prom
+from celery import Celery
+
+from pipeline import logs
+from pipeline.celery_bridge.app import make_app, task_id_for
+from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
+from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
+from pipeline.config import CelerySettings, Settings
+from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer, send_all, started
+from pipeline.messages import (
+    InvalidMessage,
+    State,
+    TaskEvent,
+    TaskKey,
+    TaskRequest,
+    decode_request,
+    encode,
+    make_dead_letter,
+    make_event,
+)
+from pipeline.runtime import Stage
+from pipeline.runtime import main as run_main
+
+log = logging.getLogger(__name__)
+
+SOURCE: Final = "celery-dispatcher"
+
+DISPATCHED = prom.Counter(
+    "pipeline_celery_dispatcher_requests_total", "Requests handled, by outcome.", ["outcome"]
+)
+DEAD_LETTERS = prom.Counter(
+    "pipeline_celery_dispatcher_dead_letters_total", "Invalid records sent to the DLQ."
+)
+
+
+def event_key(event: TaskEvent) -> bytes:
+    return TaskKey.from_wire(event["key"]).partition_key
+
+
+def payload_of(request: TaskRequest) -> dict[str, Any]:
+    """What the worker task receives: only what it needs to run the command."""
+    return {"key": request["key"], "command": request["command"], "env": request.get("env", {})}
+
+
+def announce(key: TaskKey, task_id: str, record: DispatchRecord) -> TaskEvent:
+    """The event a dispatch record stands for: `launched`, or `failed` with its reason."""
+    if record["status"] == "failed":
+        return make_event(
+            key, SOURCE, State.FAILED, reason=record["reason"], executor="celery",
+            celery_task_id=task_id,
+        )  # fmt: skip
+    return make_event(key, SOURCE, State.LAUNCHED, executor="celery", celery_task_id=task_id)
+
+
+def dispatch(
+    app: Celery, ledger: Ledger, request: TaskRequest, celery: CelerySettings
+) -> TaskEvent:
+    """Send one request (at most once per task key) and return the event that reports it."""
+    key = TaskKey.from_wire(request["key"])
+    task_id = task_id_for(key)
+    record: DispatchRecord = {
+        "status": "sending", "queue": request["queue"], "payload": payload_of(request),
+        "reason": None, "resends": 0, "resent_at": None,
+    }  # fmt: skip
+    try:
+        existing = retrying(lambda: ledger.claim(task_id, record), celery)
+        if existing is not None and existing["status"] != "sending":
+            DISPATCHED.labels("duplicate").inc()
+            return announce(key, task_id, existing)
+        retrying(lambda: send(app, task_id, record), celery)
+    except Exception as exc:
+        record = {**record, "status": "failed", "reason": f"send_task failed: {exc}"}
+        log.error("dispatch failed", extra={"reason": record["reason"]})
+    else:
+        record = {**record, "status": "sent"}
+    try:
+        retrying(lambda: ledger.update(task_id, record), celery)
+    except RETRIABLE as exc:  # left at "sending": a re-delivery re-sends, the worker dedupes
+        log.warning("dispatch record not updated: %s", exc)
+    DISPATCHED.labels("launched" if record["status"] == "sent" else "failed").inc()
+    return announce(key, task_id, record)
+
+
+class CeleryDispatcher(Stage):
+    name = "celery-dispatcher"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.app = make_app(settings.celery, fail_fast=True)
+        self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
+        self.pool = ThreadPoolExecutor(settings.celery.dispatch_concurrency, "send-task")
+        self.producer = make_producer(settings.kafka, self.name)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        kafka = self.settings.kafka
+        celery = self.settings.celery
+        consumer = make_consumer(
+            kafka, self.settings.topic.celery, group_id=celery.dispatcher_group_id,
+            client_id=self.name, session_timeout_ms=celery.session_timeout_ms,
+            heartbeat_interval_ms=celery.session_timeout_ms // 3,
+        )  # fmt: skip
+        try:
+            async with started(self.producer, kafka), started(consumer, kafka):
+                self.ready = True
+                await consume_batches(
+                    consumer, self.handle, stopping,
+                    max_records=self.settings.celery.dispatch_batch_size,
+                )  # fmt: skip
+        finally:
+            self.ready = False
+            self.pool.shutdown(wait=True)
+
+    async def handle(self, batch: Batch) -> None:
+        """Dispatch a batch concurrently; return once every resulting event is acknowledged."""
+        topics = self.settings.topic
+        dead: list[tuple[str, bytes | None, bytes]] = []
+        sends = []
+        for tp, records in batch.items():
+            for record in records:
+                raw = record.value or b""
+                try:
+                    request = decode_request(raw, max_bytes=self.settings.kafka.max_message_bytes)
+                except InvalidMessage as exc:
+                    letter = make_dead_letter(
+                        raw, record.key, exc, topic=tp.topic, partition=tp.partition,
+                        offset=record.offset, timestamp=record.timestamp, stage=self.name,
+                    )  # fmt: skip
+                    dead.append((topics.dlq, record.key, encode(letter)))
+                    DEAD_LETTERS.inc()
+                    continue
+                sends.append(self._dispatch(request))
+        events = await asyncio.gather(*sends)
+        out = [(topics.events, event_key(e), encode(e)) for e in events]
+        await send_all(self.producer, [*dead, *out])
+
+    async def _dispatch(self, request: TaskRequest) -> TaskEvent:
+        loop = asyncio.get_running_loop()
+        with logs.bound(task=str(TaskKey.from_wire(request["key"]))):
+            context = contextvars.copy_context()  # log fields follow the call into the pool
+            return await loop.run_in_executor(
+                self.pool, context.run, dispatch, self.app, self.ledger, request,
+                self.settings.celery,
+            )  # fmt: skip
+
+
+def main(settings: Settings) -> int:
+    return run_main(CeleryDispatcher(settings))

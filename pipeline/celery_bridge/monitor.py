@@ -1,0 +1,235 @@
+"""The Celery monitor stage: in-flight task states from the result backend, as TaskEvents.
+
+Like Airflow's BulkStateFetcher, it reads the states of many tasks in one round trip (an
+MGET of the backend's keys) instead of one query per task, and publishes `running`, `success`
+and `failed` events with deterministic ids. Tasks sent but not started within
+`stalled_task_timeout_s` are re-sent once from their dispatch record, or failed (and revoked),
+per `stalled_action`. What it watches comes from the dispatcher's `launched` events; see
+`inflight` for how a restart rebuilds that set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import prometheus_client as prom
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from celery import Celery
+
+from pipeline import logs
+from pipeline.celery_bridge.app import make_app
+from pipeline.celery_bridge.inflight import InFlight, InFlightSet
+from pipeline.celery_bridge.ledger import Ledger
+from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
+from pipeline.celery_bridge.states import Observation, observe
+from pipeline.config import Settings
+from pipeline.kafka import Batch, make_consumer, make_producer, send_all, started
+from pipeline.messages import (
+    InvalidMessage,
+    State,
+    TaskEvent,
+    TaskKey,
+    decode_event,
+    encode,
+    make_event,
+)
+from pipeline.runtime import Stage
+from pipeline.runtime import main as run_main
+
+log = logging.getLogger(__name__)
+
+SOURCE: Final = "celery-monitor"
+DISPATCHER_SOURCE: Final = "celery-dispatcher"
+
+EVENTS = prom.Counter("pipeline_celery_monitor_events_total", "Events published.", ["state"])
+STALLED = prom.Counter("pipeline_celery_monitor_stalled_total", "Stalled tasks.", ["action"])
+IN_FLIGHT = prom.Gauge("pipeline_celery_monitor_in_flight", "Celery tasks being watched.")
+FETCH_SECONDS = prom.Histogram(
+    "pipeline_celery_monitor_fetch_seconds", "One bulk state fetch from the result backend."
+)
+
+
+def event_key(event: TaskEvent) -> bytes:
+    return TaskKey.from_wire(event["key"]).partition_key
+
+
+def fetch_states(app: Celery, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """Backend entries for many tasks in one MGET (None where no entry exists yet)."""
+    backend = app.backend
+    with FETCH_SECONDS.time():
+        values = backend.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
+    return {
+        task_id: backend.decode_result(value) if value else None
+        for task_id, value in zip(task_ids, values, strict=True)
+    }
+
+
+def transition_events(entry: InFlight, seen: Observation) -> list[TaskEvent]:
+    """Events that report `seen` for `entry`, `running` included when it was not yet reported
+    and the command did start."""
+    events = []
+    started_command = seen.state == State.RUNNING or seen.exit_code is not None
+    if started_command and not entry.running_reported:
+        events.append(_event(entry, State.RUNNING))
+    if seen.state in (State.SUCCESS, State.FAILED):
+        events.append(_event(entry, seen.state, seen.reason, seen.exit_code))
+    return events
+
+
+def _event(
+    entry: InFlight, state: State, reason: str | None = None, exit_code: int | None = None
+) -> TaskEvent:
+    return make_event(
+        entry.key, SOURCE, state, reason=reason, executor="celery",
+        celery_task_id=entry.task_id, exit_code=exit_code,
+    )  # fmt: skip
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, inflight: InFlightSet) -> None:
+        self.inflight = inflight
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.inflight.drop_partitions(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+
+
+class CeleryMonitor(Stage):
+    name = "celery-monitor"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.celery = settings.celery
+        self.app = make_app(settings.celery, fail_fast=True)
+        self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
+        self.inflight = InFlightSet(DISPATCHER_SOURCE, SOURCE)
+        self.producer = make_producer(settings.kafka, self.name)
+        self.committed: dict[TopicPartition, int] = {}
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        kafka = self.settings.kafka
+        consumer = make_consumer(
+            kafka, group_id=self.celery.monitor_group_id, client_id=self.name,
+            session_timeout_ms=self.celery.session_timeout_ms,
+            heartbeat_interval_ms=self.celery.session_timeout_ms // 3,
+        )  # fmt: skip
+        async with started(self.producer, kafka), started(consumer, kafka):
+            consumer.subscribe([self.settings.topic.events], listener=_ForgetRevoked(self.inflight))
+            self.ready = True
+            next_poll = 0.0
+            while not stopping.is_set():
+                self.learn(await consumer.getmany(timeout_ms=100, max_records=1000))
+                if time.monotonic() >= next_poll:
+                    await self.poll()
+                    next_poll = time.monotonic() + self.celery.monitor_poll_interval_s
+                await self.commit(consumer)
+            await self.commit(consumer)
+
+    def learn(self, batch: Batch) -> None:
+        """Fold events in; invalid ones are skipped here (the reducer dead-letters them)."""
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    self.inflight.learn(tp, record.offset, decode_event(record.value or b""))
+                except InvalidMessage:
+                    self.inflight.passed(tp, record.offset)
+        IN_FLIGHT.set(len(self.inflight))
+
+    async def poll(self) -> None:
+        """Fetch every in-flight task's state in bulk and publish what changed."""
+        entries = list(self.inflight.tasks.values())
+        step = self.celery.monitor_fetch_batch
+        for start in range(0, len(entries), step):
+            await self.poll_chunk(entries[start : start + step])
+        IN_FLIGHT.set(len(self.inflight))
+
+    async def poll_chunk(self, entries: list[InFlight]) -> None:
+        try:
+            metas = await asyncio.to_thread(fetch_states, self.app, [e.task_id for e in entries])
+        except RETRIABLE as exc:
+            log.warning("result backend unreachable; will retry: %s", exc)
+            return
+        events: list[TaskEvent] = []
+        now = time.time()
+        for entry in entries:
+            seen = observe(metas[entry.task_id])
+            if seen.state is not None:
+                events += transition_events(entry, seen)
+            elif now - entry.sent_at > self.celery.stalled_task_timeout_s:
+                events += await self.stalled(entry)
+        await self.publish(events)
+
+    async def publish(self, events: list[TaskEvent]) -> None:
+        """Publish and wait for the acks; only then does the in-flight set move on."""
+        topic = self.settings.topic.events
+        await send_all(self.producer, [(topic, event_key(e), encode(e)) for e in events])
+        for event in events:
+            EVENTS.labels(event["state"]).inc()
+            self.inflight.apply(event)
+
+    async def stalled(self, entry: InFlight) -> list[TaskEvent]:
+        """Re-send a stalled task once (same id, from its dispatch record), else fail it."""
+        with logs.bound(task=str(entry.key), celery_task_id=entry.task_id):
+            try:
+                resent_at = await asyncio.to_thread(self._resend_once, entry.task_id)
+            except RETRIABLE as exc:
+                log.warning("stalled task not re-sent yet, backend unreachable: %s", exc)
+                return []
+            if resent_at is not None:
+                entry.sent_at = resent_at
+                STALLED.labels("resent").inc()
+                log.warning("task not started in time; re-sent it")
+                return []
+            STALLED.labels("failed").inc()
+            log.warning("task not started in time; failing it")
+            await asyncio.to_thread(self._revoke, entry.task_id)
+            timeout = self.celery.stalled_task_timeout_s
+            return [_event(entry, State.FAILED, f"stalled: not started within {timeout:g}s")]
+
+    def _resend_once(self, task_id: str) -> float | None:
+        """The new send time if the task was (or had been) re-sent and may wait again."""
+        record = retrying(lambda: self.ledger.dispatch(task_id), self.celery)
+        if record is None or self.celery.stalled_action == "fail":
+            return None
+        resent_at = record.get("resent_at")
+        if record["resends"] >= 1:  # re-sent before (perhaps by a previous monitor)
+            waited = time.time() - (resent_at or 0.0)
+            return resent_at if waited <= self.celery.stalled_task_timeout_s else None
+        retrying(lambda: send(self.app, task_id, record), self.celery)
+        now = time.time()
+        self.ledger.update(task_id, {**record, "resends": record["resends"] + 1, "resent_at": now})
+        return now
+
+    def _revoke(self, task_id: str) -> None:
+        """Best effort: a worker that picks the task up later discards it."""
+        try:
+            self.app.control.revoke(task_id)
+        except RETRIABLE as exc:
+            log.warning("revoke not delivered: %s", exc)
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the in-flight low-water mark of owned partitions, when it moved."""
+        assigned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self.inflight.commit_offsets().items()
+            if tp in assigned and self.committed.get(tp) != offset
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+            self.committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit refused after a rebalance: %s", exc)
+
+
+def main(settings: Settings) -> int:
+    return run_main(CeleryMonitor(settings))

@@ -1,0 +1,258 @@
+"""The Celery path end to end: real broker, real Redis, real `pipeline celery-worker` processes.
+
+Requests go to the celery topic; the dispatcher and monitor run in this process; commands
+run in worker subprocesses and leave side-effect files that prove whether (and how often)
+they ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from prometheus_client import REGISTRY
+
+from pipeline.celery_bridge.app import make_app, task_id_for
+from pipeline.celery_bridge.dispatcher import CeleryDispatcher, payload_of
+from pipeline.celery_bridge.ledger import DispatchRecord
+from pipeline.celery_bridge.monitor import CeleryMonitor
+from pipeline.celery_bridge.publish import send
+from pipeline.config import Settings
+from pipeline.messages import TaskKey, TaskRequest, make_request
+from pipeline.sandbox.broker import free_port
+from tests.fixtures.celery import (
+    REDIS_HOST,
+    CeleryEnv,
+    EventLog,
+    StartWorker,
+    publish_requests,
+    stage_running,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def python(code: str) -> list[str]:
+    return ["python", "-c", code]
+
+
+def counting(path: Path, then: str = "pass") -> list[str]:
+    """A command that appends one line to `path` per run, then does `then`."""
+    return python(f"open({str(path)!r}, 'a').write('run\\n'); {then}")
+
+
+def runs(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def request(name: str, command: list[str], queue: str) -> TaskRequest:
+    return make_request(TaskKey("celery-it", name, "run-1"), command, queue)
+
+
+def key_of(request: TaskRequest) -> TaskKey:
+    return TaskKey.from_wire(request["key"])
+
+
+def finished(log: EventLog, *requests: TaskRequest) -> bool:
+    return all(log.terminal(key_of(r)) is not None for r in requests)
+
+
+def queue_length(settings: Settings, queue: str) -> int:
+    client = redis.Redis.from_url(settings.celery.broker_url.get_secret_value())
+    with client:
+        return int(client.llen(queue))
+
+
+async def test_each_outcome_reaches_its_terminal_event(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="1.5")
+    queue = celery_settings.queue
+    marker = tmp_path / "should-not-exist"
+    ok = request("ok", python("pass"), queue)
+    exit3 = request("exit3", python("import sys; sys.exit(3)"), queue)
+    slow = request("slow", python("import time; time.sleep(30)"), queue)
+    refused = request("refused", ["touch", str(marker)], queue)
+    await asyncio.to_thread(celery_worker, concurrency=4)
+    async with (
+        EventLog(settings) as log,
+        stage_running(CeleryDispatcher(settings)),
+        stage_running(CeleryMonitor(settings)),
+    ):
+        await publish_requests(settings, [ok, exit3, slow, refused])
+        await log.until(lambda _: finished(log, ok, exit3, slow, refused))
+
+    success = log.terminal(key_of(ok))
+    assert success is not None
+    assert (success["state"], success["exit_code"]) == ("success", 0)
+    assert success["source"] == "celery-monitor"
+    assert success["celery_task_id"] == task_id_for(key_of(ok))
+    failed = log.terminal(key_of(exit3))
+    assert failed is not None
+    assert (failed["state"], failed["exit_code"], failed["reason"]) == ("failed", 3, "exit code 3")
+    timed_out = log.terminal(key_of(slow))
+    assert timed_out is not None
+    assert timed_out["state"] == "failed"
+    assert "timeout" in (timed_out["reason"] or "")
+    not_allowed = log.terminal(key_of(refused))
+    assert not_allowed is not None
+    assert not_allowed["state"] == "failed"
+    assert "not allowed" in (not_allowed["reason"] or "")
+    assert not log.of(key_of(refused), "running"), "a refused command never ran"
+    assert not marker.exists()
+    for r in (ok, exit3, slow, refused):
+        [launched] = log.of(key_of(r), "launched")
+        assert launched["source"] == "celery-dispatcher"
+        assert launched["celery_task_id"] == task_id_for(key_of(r))
+
+
+async def test_duplicate_delivery_of_a_request_runs_it_once(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    settings = celery_settings.settings
+    counter = tmp_path / "runs"
+    once = request("once", counting(counter), celery_settings.queue)
+    duplicates = _sample("pipeline_celery_dispatcher_requests_total", outcome="duplicate")
+    await asyncio.to_thread(celery_worker)
+    async with (
+        EventLog(settings) as log,
+        stage_running(CeleryDispatcher(settings)),
+        stage_running(CeleryMonitor(settings)),
+    ):
+        await publish_requests(settings, [once])
+        await log.until(lambda _: finished(log, once))
+        await publish_requests(settings, [once])  # re-delivered after it finished
+        await log.until(lambda _: len(log.of(key_of(once), "launched")) == 2)
+
+    launched = log.of(key_of(once), "launched")
+    assert launched[0]["event_id"] == launched[1]["event_id"], "the same fact, announced twice"
+    assert _sample("pipeline_celery_dispatcher_requests_total", outcome="duplicate") == (
+        duplicates + 1
+    ), "recognised by its dispatch record, not sent again"
+    assert queue_length(settings, celery_settings.queue) == 0, "nothing left to run"
+    assert runs(counter) == 1
+
+
+async def test_a_task_delivered_twice_to_workers_runs_once(
+    celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Below the dispatcher: the same Celery message twice (a re-send, a lost ack)."""
+    settings = celery_settings.settings
+    counter = tmp_path / "runs"
+    twice = request("twice", counting(counter), celery_settings.queue)
+    task_id = task_id_for(key_of(twice))
+    record: DispatchRecord = {
+        "status": "sent", "queue": celery_settings.queue, "payload": payload_of(twice),
+        "reason": None, "resends": 0, "resent_at": None,
+    }  # fmt: skip
+    await asyncio.to_thread(celery_worker, concurrency=1)
+    app = make_app(settings.celery)
+    try:
+        first = await asyncio.to_thread(_send_and_wait, app, task_id, record)
+        second = await asyncio.to_thread(_send_and_wait, app, task_id, record)
+    finally:
+        app.close()
+    assert first == second == {"ok": True, "exit_code": 0, "reason": None}
+    assert runs(counter) == 1
+
+
+def _send_and_wait(app: Celery, task_id: str, record: DispatchRecord) -> Any:
+    """Send, then wait until a worker took the message and stored a final result."""
+    app.backend.forget(task_id)
+    send(app, task_id, record)
+    return app.AsyncResult(task_id).get(timeout=30)
+
+
+async def test_a_worker_killed_mid_task_leads_to_a_rerun(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    settings = celery_settings.configure(
+        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="5", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="6"
+    )
+    counter = tmp_path / "runs"
+    command = counting(counter, "import time; time.sleep(2)")
+    victim = request("victim", command, celery_settings.queue)
+    first = await asyncio.to_thread(celery_worker)
+    async with (
+        EventLog(settings) as log,
+        stage_running(CeleryDispatcher(settings)),
+        stage_running(CeleryMonitor(settings)),
+    ):
+        await publish_requests(settings, [victim])
+        await log.until(lambda _: runs(counter) >= 1)  # the command is running on `first`
+        first.kill(signal.SIGKILL)
+        await asyncio.to_thread(first.process.wait)
+        await asyncio.to_thread(celery_worker)
+        await log.until(lambda _: finished(log, victim), timeout_s=90)
+
+    terminal = log.terminal(key_of(victim))
+    assert terminal is not None
+    assert terminal["state"] == "success"
+    assert runs(counter) == 2, "re-run by the second worker after the first one died"
+
+
+async def test_dispatcher_retries_until_the_broker_answers(
+    topics: Settings, celery_settings: CeleryEnv, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = celery_settings.configure(
+        PIPELINE_CELERY_BROKER_URL=f"redis://{REDIS_HOST}:{port}/0",
+        PIPELINE_CELERY_TASK_PUBLISH_MAX_RETRIES="12",
+        PIPELINE_CELERY_PUBLISH_RETRY_BACKOFF_S="0.2",
+    )
+    late = request("late", python("pass"), celery_settings.queue)
+    retried = _retries()
+    server: asyncio.subprocess.Process | None = None
+    try:
+        async with EventLog(settings) as log, stage_running(CeleryDispatcher(settings)):
+            await publish_requests(settings, [late])
+            async with asyncio.timeout(30):
+                while _retries() < retried + 2:  # noqa: ASYNC110 - a counter, not an event
+                    await asyncio.sleep(0.05)
+            assert not log.of(key_of(late))
+            server = await asyncio.create_subprocess_exec(
+                "redis-server", "--port", str(port), "--bind", REDIS_HOST, "--save", "",
+                "--appendonly", "no", "--dir", str(tmp_path),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await log.until(lambda _: bool(log.of(key_of(late))))
+        [event] = log.of(key_of(late))
+        assert event["state"] == "launched"
+        assert queue_length(settings, celery_settings.queue) == 1, "sent to the late broker"
+    finally:
+        if server is not None and server.returncode is None:
+            server.kill()
+            await server.wait()
+
+
+def _retries() -> float:
+    return _sample("pipeline_celery_publish_retries_total")
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_stalled_task_is_resent_once_then_failed(
+    topics: Settings, celery_settings: CeleryEnv
+) -> None:
+    settings = celery_settings.configure(PIPELINE_CELERY_STALLED_TASK_TIMEOUT_S="1")
+    stuck = request("stuck", python("pass"), celery_settings.queue)  # no worker serves it
+    async with (
+        EventLog(settings) as log,
+        stage_running(CeleryDispatcher(settings)),
+        stage_running(CeleryMonitor(settings)),
+    ):
+        await publish_requests(settings, [stuck])
+        await log.until(lambda _: finished(log, stuck))
+
+    terminal = log.terminal(key_of(stuck))
+    assert terminal is not None
+    assert terminal["state"] == "failed"
+    assert "stalled" in (terminal["reason"] or "")
+    assert queue_length(settings, celery_settings.queue) == 2, "the original and one re-send"
