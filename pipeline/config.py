@@ -68,6 +68,10 @@ class TopicSettings(SettingsGroup):
             self.watcher_checkpoints,
         ]  # fmt: skip
 
+    def compacted(self) -> set[str]:
+        """Topics that hold the latest value per key, not a history."""
+        return {self.state, self.watcher_checkpoints}
+
 
 class KubeSettings(SettingsGroup):
     """How the launcher and watcher reach Kubernetes."""
