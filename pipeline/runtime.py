@@ -43,14 +43,21 @@ class Stage(abc.ABC):
         return True, "ok"
 
 
-def guard(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-    """Start a task that must live as long as the stage; its crash or return is logged loudly."""
+def guard(
+    coro: Coroutine[Any, Any, Any], name: str, stopping: asyncio.Event | None = None
+) -> asyncio.Task[Any]:
+    """Start a task that must live as long as the stage; its crash or early return is loud.
+
+    A task that returns after `stopping` was set ended as asked, and says so quietly.
+    """
 
     def _report(task: asyncio.Task[Any]) -> None:
         if task.cancelled():
             log.info("background task %s cancelled", name)
         elif exc := task.exception():
             log.error("background task %s crashed", name, exc_info=exc)
+        elif stopping is not None and stopping.is_set():
+            log.info("background task %s finished", name)
         else:
             log.warning("background task %s returned unexpectedly", name)
 
