@@ -129,10 +129,11 @@ class WatcherStage(Stage):
         rv = reporter.resource_version
         watch.tasks = [
             guard(list_then_watch(api, reporter, stopping, resource_version=rv, backoff=backoff),
-                  f"watch-{namespace}"),
-            guard(sweeper.run(stopping, watcher.pending_check_interval_s), f"sweep-{namespace}"),
+                  f"watch-{namespace}", stopping),
+            guard(sweeper.run(stopping, watcher.pending_check_interval_s), f"sweep-{namespace}",
+                  stopping),
             guard(watch.keep_checkpoint(stopping, watcher.checkpoint_interval_s),
-                  f"checkpoint-{namespace}"),
+                  f"checkpoint-{namespace}", stopping),
         ]  # fmt: skip
         return watch
 
