@@ -148,7 +148,7 @@ class LauncherStage(runtime.Stage):
                 continue
             for key in keys:
                 self.in_flight.add(key)
-            log.info("adopted in-flight pods", extra={"in_flight": len(self.in_flight)})
+            log.info("adopted %d unfinished pods", len(self.in_flight))
             return True
         return False
 

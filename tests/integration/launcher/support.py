@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
+from kubernetes import client
+
 from pipeline import messages
 from pipeline.config import Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.launcher.stage import LauncherStage
 from pipeline.messages import TaskEvent, TaskKey
-from pipeline.pods import key_from_annotations
+from pipeline.pods import key_from_annotations, managed_selector
 from pipeline.sandbox.kube import KubeEmulator
 from tests.fixtures.kafka import read_records
 
@@ -44,6 +47,15 @@ async def publish_raw(settings: Settings, topic: str, records: list[tuple[bytes,
     producer = make_producer(settings.kafka, "test-producer")
     async with started(producer, settings.kafka):
         await send_all(producer, [(topic, k, v) for k, v in records])
+
+
+def managed_pods(core_v1: client.CoreV1Api) -> list[dict[str, Any]]:
+    """The project's pods, as the API lists them (blocking: run it in a thread)."""
+    response = core_v1.list_namespaced_pod(
+        "default", label_selector=managed_selector(), _preload_content=False
+    )
+    items: list[dict[str, Any]] = orjson.loads(response.data)["items"]
+    return items
 
 
 async def read_events(settings: Settings, count: int, timeout_s: float = 60) -> list[TaskEvent]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
 
-import orjson
 import pytest
 from kubernetes import client
 
@@ -20,6 +18,7 @@ from tests.integration.launcher.support import (
     ClusterView,
     SetEnv,
     launcher_run,
+    managed_pods,
     publish,
     publish_raw,
     read_events,
@@ -27,14 +26,6 @@ from tests.integration.launcher.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def managed_pods(core_v1: client.CoreV1Api) -> list[dict[str, Any]]:
-    response = core_v1.list_namespaced_pod(
-        "default", label_selector=pods.managed_selector(), _preload_content=False
-    )
-    items: list[dict[str, Any]] = orjson.loads(response.data)["items"]
-    return items
 
 
 async def test_each_request_becomes_one_pod_with_its_spec(
