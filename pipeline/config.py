@@ -245,9 +245,30 @@ class WatcherSettings(SettingsGroup):
 
 
 class ReducerSettings(SettingsGroup):
-    queued_timeout_s: float = Field(600.0, gt=0)
-    history_limit: int = Field(50, ge=1)
-    api_port: int = Field(8090, ge=0, le=65535)
+    """The state reducer (a faust worker), its query API and the stuck-queued sweeper."""
+
+    queued_timeout_s: float = Field(
+        600.0, gt=0, description="Queued without launch this long: re-drive once, then fail."
+    )
+    sweep_interval_s: float = Field(30.0, gt=0, description="How often the sweeper looks.")
+    history_limit: int = Field(50, ge=1, description="Transitions kept per task state.")
+    api_port: int = Field(8090, ge=1, le=65535, description="Query API port (faust web).")
+    api_url: str | None = Field(
+        None,
+        description="Where this replica's API is reached by the other replicas and the CLI; "
+        "defaults to http://127.0.0.1:<api_port>.",
+    )
+    app_id: str | None = Field(
+        None, description="Faust app id and consumer group; defaults to reducer-<state topic>."
+    )
+    data_dir: Path | None = Field(None, description="Faust's data directory; default: a temp dir.")
+    session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=90,
+        description="Consumer group session timeout: a dead replica's partitions move after "
+        "this long (the sandbox broker also holds a JoinGroup for half of it).",
+    )
 
 
 class RuntimeSettings(SettingsGroup):

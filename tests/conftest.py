@@ -2,7 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.kafka",
-    "tests.fixtures.kube",
     "tests.fixtures.router",
+    "tests.fixtures.kube",
+    "tests.fixtures.reducer",
     "tests.fixtures.celery",
 ]

@@ -18,6 +18,7 @@ STAGES["celery-dispatcher"] = "pipeline.celery_bridge.dispatcher:main"
 STAGES["celery-monitor"] = "pipeline.celery_bridge.monitor:main"
 STAGES["router"] = "pipeline.router:main"
 STAGES["launcher"] = "pipeline.launcher.stage:main"
+STAGES["reducer"] = "pipeline.reducer.app:main"
 STAGES["watcher"] = "pipeline.watcher.stage:main"
 
 

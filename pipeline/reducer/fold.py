@@ -18,6 +18,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Final, NotRequired, TypedDict
 
+import orjson
+
 from pipeline.messages import (
     SCHEMA_VERSION,
     TERMINAL_STATES,
@@ -82,6 +84,13 @@ class TaskState(TypedDict):
     illegal_transitions: NotRequired[int]
     illegal_event_ids: NotRequired[list[str]]
     request: NotRequired[TaskRequest]
+
+
+def state_key(key: TaskKeyDict) -> bytes:
+    """The state topic's key: the full task key, try included, since each try is a record."""
+    return orjson.dumps(
+        [key["dag_id"], key["task_id"], key["run_id"], key["map_index"], key["try_number"]]
+    )
 
 
 def rank(state: str) -> int:

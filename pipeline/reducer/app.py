@@ -1,0 +1,246 @@
+"""The reducer as a faust app: one agent folds the events topic into a Table of TaskStates.
+
+The table's changelog is the compacted state topic, so a restarted or rebalanced worker
+recovers its partitions from it (to the fetch high-water, see `recovery`). The agent also
+reads the executor topics (the router's routed requests) to keep each task's request in its
+state for the stuck-queued sweeper. All three topics are keyed by the partition key and have
+the same partition count, so a task's events, requests and state share one partition, and
+faust writes each changelog record to the partition of the event that caused it.
+
+Table keys are the *full* task key, try included: a higher try is its own record (its own
+history, its own terminal state), while the partition key keeps every try on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import faust
+import prometheus_client
+from faust.types import EventT, StreamT
+
+from pipeline import logs
+from pipeline.config import Settings
+from pipeline.kafka import connection_options
+from pipeline.messages import (
+    InvalidMessage,
+    TaskKey,
+    decode_event,
+    decode_request,
+    encode,
+    make_dead_letter,
+)
+from pipeline.reducer.fold import Outcome, TaskState, attach_request, fold_event, state_key
+from pipeline.reducer.recovery import table_manager_for
+
+log = logging.getLogger(__name__)
+
+TABLE = "task_state"
+
+EVENTS = prometheus_client.Counter(
+    "pipeline_reducer_events_total", "Events folded, by outcome.", ["outcome"]
+)
+ILLEGAL = prometheus_client.Counter(
+    "pipeline_reducer_illegal_transitions_total", "Transitions refused by the state machine."
+)
+DEAD_LETTERS = prometheus_client.Counter(
+    "pipeline_reducer_dead_letters_total", "Invalid records sent to the dead-letter topic."
+)
+
+
+class Throughput:
+    """Records folded per second over the last minute, for /stats."""
+
+    def __init__(self, window_s: int = 60) -> None:
+        self.window_s = window_s
+        self.buckets: deque[list[int]] = deque()
+
+    def add(self, count: int = 1) -> None:
+        now = int(time.monotonic())
+        if self.buckets and self.buckets[-1][0] == now:
+            self.buckets[-1][1] += count
+        else:
+            self.buckets.append([now, count])
+        while self.buckets and self.buckets[0][0] <= now - self.window_s:
+            self.buckets.popleft()
+
+    def per_second(self) -> float:
+        self.add(0)
+        return sum(count for _, count in self.buckets) / self.window_s
+
+
+class Reducer:
+    """The faust app, its table and topics, built from the project's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = settings.topic
+        self.app = faust_app(settings)
+        partitions = settings.topic.partitions
+        self.table = self.app.Table(
+            TABLE,
+            default=None,
+            partitions=partitions,
+            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            changelog_topic=self.app.topic(
+                settings.topic.state,
+                partitions=partitions,
+                compacting=True,
+                deleting=False,
+                key_serializer="raw",
+                value_serializer="json",
+            ),
+        )
+        self.source = self.app.topic(
+            settings.topic.events,
+            settings.topic.kubernetes,
+            settings.topic.celery,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.dlq = self.app.topic(settings.topic.dlq, key_serializer="raw", value_serializer="raw")
+        self.outcomes: Counter[str] = Counter()
+        self.throughput = Throughput()
+
+        async def fold_stream(stream: StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self.handle(event)
+
+        self.app.agent(self.source, name="reducer")(fold_stream)
+
+    async def handle(self, event: EventT[bytes]) -> None:
+        """Fold one record into its task's state; bad records go to the dead-letter topic."""
+        message = event.message
+        raw = message.value if isinstance(message.value, bytes) else b""
+        try:
+            if message.topic == self.topics.events:
+                task_event = decode_event(raw)
+                key = state_key(task_event["key"])
+                state, outcome = fold_event(
+                    self.table.get(key), task_event, self.settings.reducer.history_limit
+                )
+            else:
+                request = decode_request(raw)
+                key = state_key(request["key"])
+                state, outcome = attach_request(
+                    self.table.get(key), request, self.settings.reducer.history_limit
+                )
+        except InvalidMessage as exc:
+            await self.dead_letter(event, raw, exc)
+            return
+        self.count(outcome, state)
+        if outcome in (Outcome.APPLIED, Outcome.ILLEGAL):
+            self.table[key] = state
+
+    def count(self, outcome: Outcome, state: TaskState) -> None:
+        EVENTS.labels(outcome.value).inc()
+        self.outcomes[outcome.value] += 1
+        self.throughput.add()
+        if outcome is Outcome.ILLEGAL:
+            ILLEGAL.inc()
+            with logs.bound(task=str(TaskKey.from_wire(state["key"]))):
+                log.warning(
+                    "illegal transition refused",
+                    extra={"state": state["state"], "refused": state["illegal_event_ids"][-1]},
+                )
+
+    async def dead_letter(self, event: EventT[bytes], raw: bytes, error: InvalidMessage) -> None:
+        message = event.message
+        letter = make_dead_letter(
+            raw,
+            message.key if isinstance(message.key, bytes) else None,
+            error,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp=int(message.timestamp * 1000) if message.timestamp else None,
+            stage="reducer",
+        )
+        sent = await self.dlq.send(key=message.key, value=encode(letter))
+        await sent  # acknowledged before the offset can be committed
+        DEAD_LETTERS.inc()
+        log.warning("dead-lettered record", extra={"topic": message.topic, "error": error.message})
+
+    def states(self) -> list[TaskState]:
+        """Every state held by this replica (its assigned partitions)."""
+        return [value for value in self.table.values() if value is not None]
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """A faust App configured from the project's settings (never from faust's own CLI/env)."""
+    reducer, kafka = settings.reducer, settings.kafka
+    app_id = reducer.app_id or f"reducer-{settings.topic.state}"
+    data_dir = reducer.data_dir or Path(tempfile.gettempdir()) / f"pipeline-{app_id}"
+    return faust.App(
+        app_id,
+        broker=";".join(f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")),
+        broker_client_id=f"{kafka.client_id}-reducer",
+        broker_credentials=_credentials(settings),
+        producer_acks=-1,
+        producer_linger=kafka.linger_ms / 1000,
+        store="memory://",
+        datadir=str(data_dir),
+        autodiscover=False,
+        topic_partitions=settings.topic.partitions,
+        topic_replication_factor=settings.topic.replication_factor,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=reducer.session_timeout_s,
+        web_enabled=True,
+        web_bind=settings.runtime.http_host,
+        web_port=reducer.api_port,
+        canonical_url=reducer.api_url or f"http://127.0.0.1:{reducer.api_port}",
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        TableManager=table_manager_for(kafka),
+    )
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    options = connection_options(kafka)
+    context = options.get("ssl_context")
+    if kafka.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def main(settings: Settings) -> int:
+    """`pipeline run reducer`: a faust worker in a fresh event loop, configured from settings.
+
+    The worker is driven programmatically (no faust CLI, no sys.argv parsing); it owns the
+    loop and the SIGTERM/SIGINT handling and serves the query API on `reducer.api_port`.
+    """
+    from pipeline.reducer import api, sweeper  # web views and timers register on the app
+
+    runtime = settings.runtime
+    logs.configure("reducer", runtime.log_level, runtime.log_format)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    reducer = Reducer(settings)
+    api.register(reducer)
+    sweeper.register(reducer)
+    worker = faust.Worker(
+        reducer.app,
+        loop=loop,
+        loglevel=runtime.log_level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
