@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pipeline import runtime
 from pipeline.config import Settings
 from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer, send_all, started
+from pipeline.messages import utc_now
 from pipeline.routing import STAGE, Outcome, RouteTable, Source, route
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,10 @@ class Router(runtime.Stage):
             for r in records
         ]
         records = (r for part in batch.values() for r in part)
-        outcomes = [route(r.value, r.key, s, table) for r, s in zip(records, sources, strict=True)]
+        now = utc_now()  # one instant for the batch: it is routed (and acked) as one
+        outcomes = [
+            route(r.value, r.key, s, table, now) for r, s in zip(records, sources, strict=True)
+        ]
         await send_all(self._producer, [m for o in outcomes for m in o.messages])
         BATCH_SECONDS.observe(perf_counter() - began)
         count(zip(sources, outcomes, strict=True))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
+
+import orjson
 
 from pipeline import messages
 from pipeline.config import Settings
@@ -76,21 +78,29 @@ def resolve(table: RouteTable, queue: str) -> Target | None:
     return table.routes.get(queue, table.default_target)
 
 
-def stamped(request: TaskRequest, target: Target, topic: str, source: Source, now: str) -> bytes:
-    """The request as the executor topic carries it: unchanged but for the routing stamp."""
-    routed = dict(request)  # a shallow copy: the stamp replaces any earlier one
-    routed["routing"] = {
-        "target": target,
-        "topic": topic,
-        "routed_at": now,
-        "source_partition": source.partition,
-        "source_offset": source.offset,
-    }
-    return messages.encode(routed)
+def stamped(raw: bytes, request: TaskRequest, routing: dict[str, Any]) -> bytes:
+    """The request as the executor topic carries it: the producer's bytes plus the stamp.
+
+    Appending to the original object keeps every byte the producer wrote; a request that
+    already carries a stamp (a re-driven copy of a routed one) is re-encoded instead.
+    """
+    body = raw.rstrip()
+    if "routing" in request or not body.endswith(b"}"):
+        return messages.encode({**request, "routing": routing})
+    return b'%s,"routing":%s}' % (body[:-1], orjson.dumps(routing))
 
 
-def route(raw: bytes | None, raw_key: bytes | None, source: Source, table: RouteTable) -> Outcome:
-    """Every message one input record becomes. Never raises: a failure is a dead letter."""
+def route(
+    raw: bytes | None,
+    raw_key: bytes | None,
+    source: Source,
+    table: RouteTable,
+    now: str | None = None,
+) -> Outcome:
+    """Every message one input record becomes. Never raises: a failure is a dead letter.
+
+    `now` stamps `routed_at` and the event's `observed_at`; a batch passes one for all.
+    """
     value = raw if raw is not None else b""
     try:
         request = messages.decode_request(value, max_bytes=table.max_bytes)
@@ -100,7 +110,7 @@ def route(raw: bytes | None, raw_key: bytes | None, source: Source, table: Route
                 ErrorCode.NO_ROUTE,
                 f"queue {request['queue']!r} has no route and there is no default target",
             )
-        return accepted(request, target, source, table)
+        return accepted(value, request, target, source, table, now or messages.utc_now())
     except InvalidMessage as invalid:
         return rejected(value, raw_key, invalid, source, table)
     except Exception as exc:  # a bug here must not stop the stream; the letter keeps the input
@@ -108,23 +118,40 @@ def route(raw: bytes | None, raw_key: bytes | None, source: Source, table: Route
         return rejected(value, raw_key, internal, source, table)
 
 
-def accepted(request: TaskRequest, target: Target, source: Source, table: RouteTable) -> Outcome:
+def accepted(
+    raw: bytes, request: TaskRequest, target: Target, source: Source, table: RouteTable, now: str
+) -> Outcome:
     """The routed request on its executor topic and a `queued` event, both under the task's key.
 
     The event id is derived from the request's `submitted_at`, so a re-delivery (or a
     producer's retry) of the same request yields the same event and the reducer dedupes it.
+    The event is built here rather than by `messages.make_event` only because this is the
+    hot path; its fields are the same.
     """
     key = TaskKey.from_wire(request["key"])
     topic = table.topics[target]
-    event = messages.make_event(
-        key, STAGE, State.QUEUED, discriminator=request["submitted_at"], executor=target
-    )
-    now = event["observed_at"]
+    routing = {
+        "target": target,
+        "topic": topic,
+        "routed_at": now,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+    }
+    event = {
+        "schema_version": messages.SCHEMA_VERSION,
+        "event_id": messages.event_id(key, STAGE, State.QUEUED, request["submitted_at"]),
+        "key": request["key"],
+        "source": STAGE,
+        "state": State.QUEUED.value,
+        "reason": None,
+        "observed_at": now,
+        "executor": target,
+    }
     partition_key = key.partition_key
     return Outcome(
         messages=[
-            (topic, partition_key, stamped(request, target, topic, source, now)),
-            (table.events_topic, partition_key, messages.encode(event)),
+            (topic, partition_key, stamped(raw, request, routing)),
+            (table.events_topic, partition_key, orjson.dumps(event)),
         ],
         target=target,
     )

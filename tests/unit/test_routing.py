@@ -73,6 +73,7 @@ def test_a_valid_request_goes_to_its_target_under_its_partition_key_with_a_queue
     assert topic == ("out.kube" if target == "kubernetes" else "out.celery")
     assert events == "out.events"
     assert out_key == event_key == key.partition_key
+    assert value.startswith(raw[:-1])  # the producer's bytes, then the stamp
     routed = messages.decode_request(value)
     stamp = routed.pop("routing")
     assert routed == orjson.loads(raw)
