@@ -13,6 +13,8 @@ import typer
 from pipeline.cli import bench, celery_cmd, config_cmd, sandbox, stages, submit, topics
 from pipeline.cli.common import CliError
 from pipeline.cli.dlq import dlq_app
+from pipeline.cli.replay import replay
+from pipeline.cli.status import status
 from pipeline.config import ConfigError
 from pipeline.kafka import BrokerUnreachable
 from pipeline.sandbox.broker import BrokerStartError
@@ -49,6 +51,8 @@ app.command("submit")(submit.submit)
 app.command("run")(stages.run_stage)
 app.command("bench")(bench.bench)
 app.command("tail")(topics.tail)
+app.command("status")(status)
+app.command("replay")(replay)
 app.command("celery-worker")(celery_cmd.celery_worker)
 app.add_typer(topics.topics_app, name="topics")
 app.add_typer(config_cmd.config_app, name="config")

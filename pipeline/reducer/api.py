@@ -139,7 +139,7 @@ def register(reducer: Reducer) -> None:
     async def metrics(view: View, request: Request) -> Response:
         return view.bytes(
             prometheus_client.generate_latest(),
-            content_type=prometheus_client.CONTENT_TYPE_LATEST,
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
         )
 
 

@@ -104,7 +104,6 @@ class Reducer:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.dlq = self.app.topic(settings.topic.dlq, key_serializer="raw", value_serializer="raw")
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
 
@@ -162,10 +161,15 @@ class Reducer:
             timestamp=int(message.timestamp * 1000) if message.timestamp else None,
             stage="reducer",
         )
-        sent = await self.dlq.send(key=message.key, value=encode(letter))
-        await sent  # acknowledged before the offset can be committed
+        # Acknowledged before the offset can be committed: never dropped.
+        await self.publish(self.topics.dlq, message.key, encode(letter))
         DEAD_LETTERS.inc()
         log.warning("dead-lettered record", extra={"topic": message.topic, "error": error.message})
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send one record and wait for the broker's acknowledgement."""
+        channel = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
+        await (await channel.send(key=key, value=value))
 
     def states(self) -> list[TaskState]:
         """Every state held by this replica (its assigned partitions)."""

@@ -1,0 +1,134 @@
+"""`pipeline status`: task states from the reducer's query API, as a table (or JSON)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.cli.common import CliError, console, settings
+from pipeline.config import Settings
+
+STATE_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "dead_lettered": "red",
+    "running": "cyan",
+    "launched": "blue",
+    "queued": "yellow",
+    "submitted": "dim",
+}
+
+
+def api_url(config: Settings) -> str:
+    return (config.reducer.api_url or f"http://127.0.0.1:{config.reducer.api_port}").rstrip("/")
+
+
+def query_path(
+    key: str | None, dag: str | None, run_id: str | None, state: str | None, limit: int
+) -> str:
+    """The API path answering a `status` invocation."""
+    parts = [p for p in (key or "").split("/") if p]
+    if len(parts) >= 3:
+        if len(parts) > 5:
+            raise CliError(f"key {key!r} has too many parts (DAG/TASK/RUN[/MAP[/TRY]])")
+        return "/tasks/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+    filters = {"dag_id": parts[0] if parts else dag, "run_id": run_id, "state": state}
+    query = {k: v for k, v in filters.items() if v} | {"limit": str(limit)}
+    return "/tasks?" + urllib.parse.urlencode(query)
+
+
+def fetch(base: str, path: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """GET a JSON answer; an unreachable API is a one-line CliError, 404 an empty answer."""
+    try:
+        with urllib.request.urlopen(base + path, timeout=timeout_s) as response:
+            body: dict[str, Any] = orjson.loads(response.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return {"tasks": []}
+        raise CliError(f"reducer API at {base} answered {exc.code}: {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(
+            f"cannot reach the reducer API at {base} ({reason}); is `pipeline run reducer` "
+            "running? (set PIPELINE_REDUCER_API_URL)"
+        ) from None
+
+
+def key_text(state: dict[str, Any]) -> str:
+    k = state["key"]
+    mapped = f"[{k['map_index']}]" if k["map_index"] >= 0 else ""
+    return f"{k['dag_id']}.{k['task_id']}{mapped} @ {k['run_id']} #{k['try_number']}"
+
+
+def render(tasks: list[dict[str, Any]], task_filter: str | None, detail: bool) -> RenderableType:
+    shown = [t for t in tasks if task_filter is None or t["key"]["task_id"] == task_filter]
+    table = Table(title=f"{len(shown)} task(s)", expand=False)
+    for column in ("task", "state", "executor", "updated", "last source", "reason"):
+        table.add_column(column, overflow="fold")
+    for t in shown:
+        style = STATE_STYLE.get(t["state"], "")
+        last = t["history"][-1]["source"] if t["history"] else ""
+        extra = f" (re-driven {t['redriven']})" if t.get("redriven") else ""
+        table.add_row(
+            key_text(t), f"[{style}]{t['state']}[/]{extra}", t.get("executor", ""),
+            t["updated_at"], last, t.get("reason") or "",
+        )  # fmt: skip
+    if not detail:
+        return table
+    return Group(table, *(history_table(t) for t in shown))
+
+
+def history_table(state: dict[str, Any]) -> Table:
+    table = Table(title=f"history of {key_text(state)}", expand=False)
+    for column in ("observed", "state", "source", "event", "reason"):
+        table.add_column(column, overflow="fold")
+    for step in state["history"]:
+        table.add_row(
+            step["observed_at"], step["state"], step["source"], step["event_id"][:12],
+            step.get("reason") or "",
+        )  # fmt: skip
+    if state.get("illegal_transitions"):
+        table.caption = f"{state['illegal_transitions']} illegal transition(s) refused"
+    return table
+
+
+def status(
+    ctx: typer.Context,
+    key: Annotated[
+        str | None, typer.Argument(help="DAG[/TASK[/RUN[/MAP[/TRY]]]]; omit for every task.")
+    ] = None,
+    dag: Annotated[str | None, typer.Option("--dag", help="Only this DAG.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="Only tasks in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Watch period, s.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
+) -> None:
+    """Show task states as the reducer holds them (newest first)."""
+    base = api_url(settings(ctx))
+    path = query_path(key, dag, run_id, state, limit)
+    parts = [p for p in (key or "").split("/") if p]
+    task_filter = parts[1] if len(parts) == 2 else None
+    detail = len(parts) >= 3
+    if as_json:
+        print(orjson.dumps(fetch(base, path)).decode())
+        return
+    if not watch:
+        console.print(render(fetch(base, path)["tasks"], task_filter, detail))
+        return
+    with Live(console=console, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):
+        while True:
+            live.update(render(fetch(base, path)["tasks"], task_filter, detail), refresh=True)
+            time.sleep(interval)
