@@ -66,25 +66,26 @@ async def resolve(
     """First offset and end offset (exclusive) of the range in each partition."""
     highwaters = await fetch_highwaters(kafka, tps)
     beginnings = await consumer.beginning_offsets(tps)
-    first = await _offsets_at(consumer, tps, start, beginnings, highwaters)
-    last = await _offsets_at(consumer, tps, end, highwaters, highwaters)
+    first = _offsets_at(tps, start, beginnings, highwaters)
+    last = _offsets_at(tps, end, highwaters, highwaters)
     return first, {tp: max(first[tp], min(last[tp], highwaters[tp])) for tp in tps}
 
 
-async def _offsets_at(
-    consumer: AIOKafkaConsumer,
+def _offsets_at(
     tps: list[TopicPartition],
     bound: Bound | None,
     default: dict[TopicPartition, int],
     highwaters: dict[TopicPartition, int],
 ) -> dict[TopicPartition, int]:
-    if bound is None:
+    """Offsets for a bound; a time bound scans the whole partition (see `in_time`).
+
+    `offsets_for_times` is not used: the sandbox broker answers offset 0 (and the append
+    time of the first batch) for every timestamp, and CreateTime timestamps need not grow
+    with offsets anyway, so only a filtered scan is exact on every broker.
+    """
+    if bound is None or bound.offset is None:
         return dict(default)
-    if bound.offset is not None:
-        return {tp: min(bound.offset, highwaters[tp]) for tp in tps}
-    assert bound.time_ms is not None
-    found = await consumer.offsets_for_times({tp: bound.time_ms for tp in tps})
-    return {tp: found[tp].offset if found.get(tp) else highwaters[tp] for tp in tps}
+    return {tp: min(bound.offset, highwaters[tp]) for tp in tps}
 
 
 async def read_range(
@@ -97,8 +98,7 @@ async def read_range(
 ) -> AsyncIterator[list[Record]]:
     """Batches of the records in [start, end) of every partition, each partition in order.
 
-    A time bound selects records by their timestamp: `offsets_for_times` finds the first
-    offset at or after it; records are also filtered by time, so the range is exact.
+    A time bound selects records by their timestamp (start inclusive, end exclusive).
     """
     consumer = make_consumer(kafka, group_id=None, client_id="replay")
     async with started(consumer, kafka):
