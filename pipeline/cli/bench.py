@@ -16,6 +16,7 @@ from pipeline.cli.common import CliError, console, run
 # name -> module exposing `async def run(n: int) -> BenchResult` and `DEFAULT_N`.
 BENCHES: dict[str, str] = {"kube": "pipeline.bench.kube"}
 BENCHES["router"] = "pipeline.bench.router"
+BENCHES["launcher"] = "pipeline.bench.launcher"
 
 
 def show(results: list[BenchResult]) -> None:

@@ -100,7 +100,7 @@ class PodSpecBuilder:
 
     def _merged(self, request: TaskRequest) -> JsonObj:
         try:
-            template = self.templates.get(request.get("pod_template"))
+            template = self.templates.shared(request.get("pod_template"))
         except TemplateError as exc:
             raise PodRejected(str(exc)) from None
         override = (request.get("executor_config") or {}).get("pod_override")

@@ -14,8 +14,9 @@ API would reject. `False` and `0` count as set values here; Airflow silently dro
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Final
+
+import orjson
 
 JsonObj = dict[str, Any]
 
@@ -26,15 +27,26 @@ _CONTAINER_LISTS: Final = ("env", "envFrom", "ports", "volumeMounts", "volumeDev
 
 
 def reconcile_pod(base: JsonObj, override: JsonObj | None) -> JsonObj:
-    """A new pod: `override` deep-merged over `base`; neither argument is modified."""
-    if not override:
-        return copy.deepcopy(base)
-    merged = _overlay(base, override)
-    if "metadata" in base or "metadata" in override:
+    """A new pod: `override` deep-merged over `base`; it shares nothing with either.
+
+    The merge itself only builds new containers around the inputs' values; one JSON round
+    trip at the end makes the result independent (much cheaper than copying at each level).
+    """
+    merged = _overlay(base, override or {})
+    if override and ("metadata" in base or "metadata" in override):
         merged["metadata"] = _reconcile_metadata(base.get("metadata"), override.get("metadata"))
-    if "spec" in base or "spec" in override:
+    if override and ("spec" in base or "spec" in override):
         merged["spec"] = _reconcile_spec(base.get("spec"), override.get("spec"))
-    return merged
+    pod: JsonObj = json_copy(merged)
+    return pod
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data; TypeError for anything JSON cannot hold."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from None
 
 
 def _reconcile_metadata(base: JsonObj | None, override: JsonObj | None) -> JsonObj:
@@ -62,14 +74,14 @@ def _reconcile_spec(base: JsonObj | None, override: JsonObj | None) -> JsonObj:
 
 def reconcile_containers(base: list[JsonObj], override: list[JsonObj]) -> list[JsonObj]:
     """Containers merged by name; override containers with new names are appended."""
-    merged = [copy.deepcopy(c) for c in base]
+    merged = list(base)
     index = {c.get("name"): i for i, c in enumerate(merged)}
     for container in override:
         name = container.get("name")
         target = index.get(name) if name else (0 if merged else None)
         if target is None:
             index[name] = len(merged)
-            merged.append(copy.deepcopy(container))
+            merged.append(container)
         else:
             merged[target] = _reconcile_container(merged[target], container)
     return merged
@@ -85,10 +97,10 @@ def _reconcile_container(base: JsonObj, override: JsonObj) -> JsonObj:
 
 def _overlay(base: JsonObj, override: JsonObj) -> JsonObj:
     """Shallow merge: the override's set values replace the base's (Airflow's merge_objects)."""
-    merged = copy.deepcopy(base)
+    merged = dict(base)
     for name, value in override.items():
         if _is_set(value) or name not in merged:
-            merged[name] = copy.deepcopy(value)
+            merged[name] = value
     return merged
 
 
@@ -99,13 +111,14 @@ def _extend_into(merged: JsonObj, base: JsonObj, override: JsonObj, name: str) -
 
 
 def extend_list(base: list[Any] | None, override: list[Any] | None) -> list[Any]:
-    """Base entries then override entries; a named override entry replaces its namesake."""
+    """Base entries then override entries (shared, not copied); a named override entry
+    replaces its namesake."""
     override = override or []
     replaced = {item["name"] for item in override if isinstance(item, dict) and "name" in item}
     kept = [
         item for item in base or [] if not (isinstance(item, dict) and item.get("name") in replaced)
     ]
-    return copy.deepcopy(kept + list(override))
+    return kept + list(override)
 
 
 def _is_set(value: Any) -> bool:

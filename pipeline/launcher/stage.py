@@ -155,25 +155,31 @@ class LauncherStage(runtime.Stage):
     # -- the cycle ---------------------------------------------------------------------------
 
     async def _consume(self, requests: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
+        """Cycles: while one cycle's creates are in flight, the next batch is fetched and built;
+        its creates start once the previous cycle's are all decided."""
         cfg = self.settings.launcher
+        in_progress: list[asyncio.Task[None]] = []
         while not stopping.is_set():
             room = cfg.parallelism - len(self.in_flight) - self.launching
             self._observe(paused=room <= 0)
             if room <= 0:
+                await asyncio.gather(*in_progress)
+                in_progress = []
                 await self._wait_for_room(requests)
                 continue
             if paused := requests.paused():
                 requests.resume(*paused)
             limit = min(cfg.creation_batch_size, room)
-            batch = await requests.getmany(timeout_ms=200, max_records=limit)
+            batch = await requests.getmany(timeout_ms=0 if in_progress else 200, max_records=limit)
             launches = [
                 launch
                 for tp, records in batch.items()
                 for record in records
                 if (launch := self._take(tp, record)) is not None
             ]
-            if launches:
-                await asyncio.gather(*(self._attempt(launch) for launch in launches))
+            await asyncio.gather(*in_progress)
+            in_progress = [asyncio.create_task(self._attempt(launch)) for launch in launches]
+        await asyncio.gather(*in_progress)
 
     async def _wait_for_room(self, requests: AIOKafkaConsumer) -> None:
         """Paused: keep polling (the group expects it) and wake when a pod finishes."""

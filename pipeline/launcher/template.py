@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from pipeline.launcher.merge import JsonObj
+from pipeline.launcher.merge import JsonObj, json_copy
 
 BASE_CONTAINER: Final = "base"
 
@@ -59,7 +59,11 @@ def parse_template(text: str, origin: str) -> JsonObj:
     containers = (loaded.get("spec") or {}).get("containers") or []
     if not isinstance(containers, list) or not all(isinstance(c, dict) for c in containers):
         raise TemplateError(f"pod template {origin}: spec.containers must be a list of mappings")
-    return loaded
+    try:
+        template: JsonObj = json_copy(loaded)
+    except TypeError as exc:
+        raise TemplateError(f"pod template {origin} is not plain JSON data: {exc}") from None
+    return template
 
 
 def load_template(path: Path) -> JsonObj:
@@ -82,7 +86,11 @@ class TemplateLibrary:
 
     def get(self, name: str | None = None) -> JsonObj:
         """A fresh copy of the named template, or of the default when `name` is None."""
-        return copy.deepcopy(self._default if name is None else self._lookup(name))
+        return copy.deepcopy(self.shared(name))
+
+    def shared(self, name: str | None = None) -> JsonObj:
+        """The template itself, for readers that never modify it (saves a copy per pod)."""
+        return self._default if name is None else self._lookup(name)
 
     def _lookup(self, name: str) -> JsonObj:
         if name in self._named:

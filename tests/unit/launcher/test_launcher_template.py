@@ -63,6 +63,7 @@ def test_named_templates_need_a_directory() -> None:
         ("kind: Deployment", "expected Pod"),
         ("spec: {containers: [1]}", "list of mappings"),
         ("metadata: [1]", "metadata must be a mapping"),
+        ("metadata: {labels: {1: x}}", "not plain JSON data"),
     ],
 )
 def test_bad_templates_are_refused(tmp_path: Path, text: str, message: str) -> None:

@@ -1,0 +1,281 @@
+"""`pipeline bench launcher`: pods/s of the launcher stage against the API's own ceiling.
+
+The emulator runs as its own process (`pipeline sandbox kube`, simulate mode, pods kept
+running) like an API server would, and a sandbox broker holds the requests. The baseline is a
+bare loop of `create_namespaced_pod` calls through the launcher's own client (`PodApi`: the
+same thread pool, connection pool and raw responses) at the same concurrency, on bodies the
+launcher's builder made; the subject is the launcher stage consuming N pre-published requests.
+Both are timed from their first create call to the N-th pod created; rounds alternate and the
+best of each counts. Launch latency (request published -> pod created) is measured apart, with
+requests published at half the measured rate, so it shows the path and not a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from pipeline import messages
+from pipeline.bench import BenchResult
+from pipeline.config import (
+    KafkaSettings,
+    KubeSettings,
+    LauncherSettings,
+    RuntimeSettings,
+    Settings,
+    TopicSettings,
+)
+from pipeline.kafka import create_topics, make_producer, send_all, started
+from pipeline.launcher.builder import PodSpecBuilder
+from pipeline.launcher.kube_client import PodApi
+from pipeline.launcher.merge import JsonObj
+from pipeline.launcher.stage import LauncherStage
+from pipeline.messages import TaskKey, TaskRequest
+from pipeline.pods import pod_name
+from pipeline.sandbox.broker import free_port, tansu_broker
+
+DEFAULT_N = 2000
+CONCURRENCY = 16
+BATCH = 64
+ROUNDS = 3
+PARTITIONS = 4
+WARMUP = 32
+
+
+class CreateMeter:
+    """When creates began, and when each pod was created, until `target` pods exist."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.first: float | None = None
+        self.created_at: dict[str, float] = {}
+        self.done = asyncio.Event()
+
+    def started(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def created(self, name: str) -> None:
+        self.created_at.setdefault(name, time.perf_counter())
+        if len(self.created_at) >= self.target:
+            self.done.set()
+
+    @property
+    def per_s(self) -> float:
+        assert self.first is not None
+        return len(self.created_at) / (max(self.created_at.values()) - self.first)
+
+
+class TimedPodApi(PodApi):
+    """The launcher's client, unchanged, with its creates timed once `meter` is set."""
+
+    meter: CreateMeter | None = None
+
+    async def create(self, pod: JsonObj) -> bool:
+        if self.meter is not None:
+            self.meter.started()
+        created = await super().create(pod)
+        if self.meter is not None:
+            self.meter.created(pod["metadata"]["name"])
+        return created
+
+
+def requests_for(tag: str, n: int) -> list[TaskRequest]:
+    """N launcher-sized requests: a run of one DAG, with env, labels and a pod override."""
+    override = {"spec": {"containers": [{"name": "base", "resources": {"limits": {"cpu": "1"}}}]}}
+    return [
+        messages.make_request(
+            TaskKey("bench", f"task-{i % 100}", f"{tag}-{i // 100}"),
+            ["airflow", "tasks", "run", "bench", f"task-{i % 100}", f"{tag}-{i // 100}"],
+            "kubernetes",
+            env={"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"},
+            labels={"team": "bench"},
+            executor_config={"pod_override": override},
+        )
+        for i in range(n)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def emulator_process() -> AsyncIterator[Path]:
+    """`pipeline sandbox kube` in simulate mode; yields its kubeconfig once it serves."""
+    with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", "sandbox", "kube", "--port", str(free_port()),
+            "--mode", "simulate", "--run-seconds", "3600", "--kubeconfig", str(kubeconfig),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=dict(os.environ),
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(30):
+                while not kubeconfig.exists():
+                    if process.returncode is not None:
+                        raise RuntimeError("the kube emulator exited at start")
+                    await asyncio.sleep(0.05)
+            yield kubeconfig
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await process.wait()
+
+
+def bench_settings(bootstrap: str, kubeconfig: Path) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    topics = {role: f"bench.{role}.{suffix}" for role in ("requests", "kubernetes", "celery",
+              "events", "state", "dlq")}  # fmt: skip
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topic=TopicSettings(**topics, partitions=PARTITIONS),
+        kube=KubeSettings(config=kubeconfig),
+        launcher=LauncherSettings(
+            creation_batch_size=BATCH,
+            max_concurrent_creates=CONCURRENCY,
+            parallelism=1_000_000,  # nothing finishes here: measure creates, not backpressure
+        ),
+        runtime=RuntimeSettings(instance="bench"),
+    )
+
+
+async def timed_api(settings: Settings) -> TimedPodApi:
+    """A client whose connections are open, as a long-running launcher's would be."""
+    api = TimedPodApi(settings.kube, CONCURRENCY)
+    builder = PodSpecBuilder.from_settings(settings, "bench")
+    warm = [builder.build(r) for r in requests_for(f"warm-{uuid.uuid4().hex[:6]}", WARMUP)]
+    await asyncio.gather(*(api.create(pod) for pod in warm))
+    return api
+
+
+async def bare_creates(settings: Settings, tag: str, n: int) -> float:
+    """The baseline: `CONCURRENCY` workers creating prebuilt pods as fast as the API allows."""
+    builder = PodSpecBuilder.from_settings(settings, "bench")
+    pods = iter([builder.build(r) for r in requests_for(tag, n)])
+    api = await timed_api(settings)
+    api.meter = CreateMeter(n)
+
+    async def worker() -> None:
+        for pod in pods:
+            await api.create(pod)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    finally:
+        api.close()
+    return api.meter.per_s
+
+
+async def publish(settings: Settings, topic: str, requests: list[TaskRequest]) -> None:
+    async with started(make_producer(settings.kafka, "bench"), settings.kafka) as producer:
+        await send_all(
+            producer,
+            [(topic, TaskKey.from_wire(r["key"]).partition_key, messages.encode(r))
+             for r in requests],
+        )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def launcher(settings: Settings, api: TimedPodApi) -> AsyncIterator[LauncherStage]:
+    """The stage as `pipeline run launcher` runs it, minus the process, on its own topic."""
+    stopping = asyncio.Event()
+    stage = LauncherStage(settings, api=api)
+    task = asyncio.create_task(stage.run(stopping))
+    try:
+        yield stage
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 60)
+
+
+def round_settings(settings: Settings) -> Settings:
+    """A fresh requests topic and consumer group, so a round reads only its own requests."""
+    tag = uuid.uuid4().hex[:8]
+    topic = settings.topic.model_copy(update={"kubernetes": f"bench.kubernetes.{tag}"})
+    group = settings.launcher.model_copy(update={"group_id": f"bench-launcher-{tag}"})
+    return settings.model_copy(update={"topic": topic, "launcher": group})
+
+
+async def launcher_creates(settings: Settings, tag: str, n: int) -> float:
+    """The subject: the launcher stage draining N pre-published requests."""
+    settings = round_settings(settings)
+    await create_topics(settings.kafka, settings.topic)
+    await publish(settings, settings.topic.kubernetes, requests_for(tag, n))
+    api = await timed_api(settings)
+    api.meter = CreateMeter(n)
+    async with launcher(settings, api):
+        await asyncio.wait_for(api.meter.done.wait(), 600)
+    return api.meter.per_s
+
+
+async def launch_latency(settings: Settings, n: int, rate: float) -> list[float]:
+    """Seconds from publishing each request to its pod's creation, published at `rate`/s."""
+    settings = round_settings(settings)
+    await create_topics(settings.kafka, settings.topic)
+    requests = requests_for(f"latency-{uuid.uuid4().hex[:6]}", n)
+    api = await timed_api(settings)
+    published: dict[str, float] = {}
+    producer = make_producer(settings.kafka, "bench-paced")
+    async with launcher(settings, api), started(producer, settings.kafka):
+        # Warm up (group joined, partitions assigned) before timing anything.
+        warm = requests_for(f"warm-{uuid.uuid4().hex[:6]}", WARMUP)
+        api.meter = CreateMeter(WARMUP)
+        await publish(settings, settings.topic.kubernetes, warm)
+        await asyncio.wait_for(api.meter.done.wait(), 120)
+        meter = api.meter = CreateMeter(n)
+        began = time.perf_counter()
+        for i, request in enumerate(requests):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            key = TaskKey.from_wire(request["key"])
+            published[pod_name(key)] = time.perf_counter()
+            await producer.send(
+                settings.topic.kubernetes, messages.encode(request), key=key.partition_key
+            )
+        await asyncio.wait_for(meter.done.wait(), 600)
+    return sorted(meter.created_at[name] - at for name, at in published.items())
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def run(n: int = DEFAULT_N) -> BenchResult:
+    with tansu_broker() as broker:
+        async with emulator_process() as kubeconfig:
+            settings = bench_settings(broker.bootstrap_servers, kubeconfig)
+            await create_topics(settings.kafka, settings.topic)
+            baseline: list[float] = []
+            subject: list[float] = []
+            for r in range(ROUNDS):
+                baseline.append(await bare_creates(settings, f"bare{r}", n))
+                subject.append(await launcher_creates(settings, f"launch{r}", n))
+            paced_rate = max(subject) / 2
+            latencies = await launch_latency(settings, max(n // 4, 100), paced_rate)
+    return BenchResult(
+        name="launcher",
+        baseline=f"bare create_namespaced_pod loop, {CONCURRENCY} in flight",
+        subject="launcher stage",
+        baseline_per_s=max(baseline),
+        subject_per_s=max(subject),
+        params={
+            "n": n,
+            "concurrency": CONCURRENCY,
+            "creation_batch_size": BATCH,
+            "partitions": PARTITIONS,
+            "rounds": ROUNDS,
+            "kubelet": "simulate",
+        },
+        extra={
+            "rounds_baseline_per_s": [round(x) for x in baseline],
+            "rounds_subject_per_s": [round(x) for x in subject],
+            "latency_rate_per_s": round(paced_rate),
+            "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        },
+    )
