@@ -80,28 +80,37 @@ async def test_sigkilled_launchers_leave_exactly_one_pod_and_event_per_task(
     await publish(s, [request(k, executor_config=pending) for k in keys])
     log = tmp_path / "launcher.log"
 
-    async with EventLog().following(s) as seen:
-        for _ in range(KILLS):
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        async with EventLog().following(s) as seen:
+            for _ in range(KILLS):
+                process = await start_launcher(log)
+                processes.append(process)
+                before = kube_emulator.stats.requests.get("create", 0)
+
+                async def progressed(mark: int = before) -> bool:
+                    """This very process is creating pods (the dead one sends nothing more)."""
+                    return kube_emulator.stats.requests.get("create", 0) > mark
+
+                await eventually(progressed, timeout_s=60, interval_s=0.01)
+                await asyncio.sleep(rng.uniform(0, 0.4))
+                process.send_signal(signal.SIGKILL)
+                assert await process.wait() == -signal.SIGKILL
+
             process = await start_launcher(log)
-            before = kube_emulator.stats.requests.get("create", 0)
+            processes.append(process)
 
-            async def progressed(mark: int = before) -> bool:
-                """This very process is creating pods (the dead one sends nothing more)."""
-                return kube_emulator.stats.requests.get("create", 0) > mark
+            async def all_reported() -> bool:
+                return len(seen.keys()) == TASKS
 
-            await eventually(progressed, timeout_s=60, interval_s=0.01)
-            await asyncio.sleep(rng.uniform(0, 0.4))
-            process.send_signal(signal.SIGKILL)
-            assert await process.wait() == -signal.SIGKILL
-
-        process = await start_launcher(log)
-
-        async def all_reported() -> bool:
-            return len(seen.keys()) == TASKS
-
-        await eventually(all_reported, timeout_s=120, interval_s=0.1)
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text()[-3000:]
+            await eventually(all_reported, timeout_s=120, interval_s=0.1)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 30) == 0, log.read_text()[-3000:]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     note = f"(seed {seed}, {len(seen.events)} events)"
     by_key: dict[TaskKey, set[tuple[str, str]]] = defaultdict(set)
