@@ -17,6 +17,7 @@ from pipeline.cli.common import CliError, console, run
 BENCHES: dict[str, str] = {"kube": "pipeline.bench.kube"}
 BENCHES["router"] = "pipeline.bench.router"
 BENCHES["launcher"] = "pipeline.bench.launcher"
+BENCHES["reducer"] = "pipeline.bench.reducer"
 
 
 def show(results: list[BenchResult]) -> None:

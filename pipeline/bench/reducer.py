@@ -1,0 +1,175 @@
+"""`pipeline bench reducer`: the reducer's fold rate against a bare consume loop.
+
+Both read the same N pre-published events (task lifecycles: queued, launched, running,
+success) from one sandbox broker. The baseline assigns every partition and counts records;
+the subject is `pipeline run reducer` (the faust worker, in its own process, as deployed)
+folding them into its table and changelog, timed from its first folded event to its N-th
+as its `/stats` reports them (group join and recovery are not timed). Also measured: the
+pure fold without Kafka, and the time `pipeline replay events --rebuild` needs to rebuild
+state from the N events (read to the high-water + refold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiokafka import TopicPartition
+
+from pipeline.bench import BenchResult
+from pipeline.config import KafkaSettings, Settings, TopicSettings
+from pipeline.kafka import create_topics, make_consumer, make_producer, send_all, started
+from pipeline.messages import State, TaskEvent, TaskKey, decode_event, encode, make_event
+from pipeline.reducer.fold import TaskState, fold_event, state_key
+from pipeline.replay import collect, read_range, rebuild_records
+from pipeline.sandbox.broker import free_port, tansu_broker
+
+DEFAULT_N = 20_000
+PARTITIONS = 4
+PUBLISH_CHUNK = 2000
+LIFECYCLE = (State.QUEUED, State.LAUNCHED, State.RUNNING, State.SUCCESS)
+
+
+def events(n: int) -> list[TaskEvent]:
+    """N events: whole lifecycles of n/4 tasks, in order per task."""
+    out = []
+    for i in range(0, n, len(LIFECYCLE)):
+        key = TaskKey("bench", f"task-{i % 1000}", f"run-{i // 1000}")
+        out += [make_event(key, "watcher", s) for s in LIFECYCLE][: n - i]
+    return out
+
+
+async def prepublish(settings: Settings, batch: list[TaskEvent]) -> None:
+    async with started(make_producer(settings.kafka, "bench"), settings.kafka) as producer:
+        for start in range(0, len(batch), PUBLISH_CHUNK):
+            chunk = batch[start : start + PUBLISH_CHUNK]
+            await send_all(
+                producer,
+                [
+                    (settings.topic.events, TaskKey.from_wire(e["key"]).partition_key, encode(e))
+                    for e in chunk
+                ],
+            )
+
+
+async def bare_consume(settings: Settings, n: int) -> float:
+    """The baseline: assign all partitions and count N records, nothing else."""
+    consumer = make_consumer(settings.kafka, group_id=None, client_id="bench-bare")
+    async with started(consumer, settings.kafka):
+        consumer.assign([TopicPartition(settings.topic.events, p) for p in range(PARTITIONS)])
+        seen, began = 0, time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            seen += sum(len(records) for records in batch.values())
+        return n / (time.perf_counter() - began)
+
+
+def pure_fold(batch: list[TaskEvent], history_limit: int) -> float:
+    """Decode and fold the same events in-process (no Kafka): the fold's own ceiling."""
+    raw = [encode(e) for e in batch]
+    states: dict[bytes, TaskState] = {}
+    began = time.perf_counter()
+    for value in raw:
+        event = decode_event(value)
+        key = state_key(event["key"])
+        states[key], _ = fold_event(states.get(key), event, history_limit)
+    return len(raw) / (time.perf_counter() - began)
+
+
+async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
+    """`pipeline run reducer` in a subprocess, timed between its 1st and N-th folded event."""
+    port = free_port()
+    env = {**os.environ, **environment(settings), "PIPELINE_REDUCER_API_PORT": str(port)}
+    argv = [sys.executable, "-c", "from pipeline.cli import main; main()", "run", "reducer"]
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        return await time_folding(f"http://127.0.0.1:{port}/stats?scope=local", n)
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def time_folding(url: str, n: int, timeout_s: float = 600.0) -> dict[str, float]:
+    first: tuple[float, int] | None = None
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
+        while True:
+            try:
+                async with session.get(url) as response:
+                    folded = sum((await response.json())["outcomes"].values())
+            except aiohttp.ClientError:
+                folded = 0
+            now = time.perf_counter()
+            if folded and first is None:
+                first = (now, folded)
+            if folded >= n and first is not None:
+                per_s = (folded - first[1]) / (now - first[0]) if now > first[0] else 0.0
+                return {"per_s": per_s, "timed_events": folded - first[1]}
+            await asyncio.sleep(0.1)
+
+
+async def rebuild(settings: Settings) -> dict[str, float]:
+    """Time to rebuild state from the events topic, as `replay --rebuild` does."""
+    began = time.perf_counter()
+    records = await collect(read_range(settings.kafka, settings.topic.events))
+    read_s = time.perf_counter() - began
+    states = rebuild_records(records, settings)
+    total_s = time.perf_counter() - began
+    return {"rebuild_s": total_s, "rebuild_read_s": read_s, "rebuild_states": len(states)}
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = {
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "PIPELINE_TOPIC_PARTITIONS": str(PARTITIONS),
+        "PIPELINE_RUNTIME_LOG_LEVEL": "WARNING",
+    }
+    for role in ("requests", "kubernetes", "celery", "events", "state", "dlq"):
+        env[f"PIPELINE_TOPIC_{role.upper()}"] = getattr(settings.topic, role)
+    return env
+
+
+def bench_settings(bootstrap: str) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    names = {r: f"bench.{r}.{suffix}" for r in ("requests", "kubernetes", "celery", "events",
+             "state", "dlq")}  # fmt: skip
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topic=TopicSettings(**names, partitions=PARTITIONS),
+    )
+
+
+async def run(n: int) -> BenchResult:
+    batch = events(n)
+    with tansu_broker() as broker:
+        settings = bench_settings(broker.bootstrap_servers)
+        await create_topics(settings.kafka, settings.topic)
+        await prepublish(settings, batch)
+        baseline = await bare_consume(settings, n)
+        subject = await reducer_process(settings, n)
+        rebuilt = await rebuild(settings)
+    extra: dict[str, Any] = {
+        "pure_fold_per_s": round(pure_fold(batch, settings.reducer.history_limit)),
+        "timed_events": subject["timed_events"],
+        **{k: round(v, 2) for k, v in rebuilt.items()},
+        "rebuild_per_s": round(n / rebuilt["rebuild_s"]),
+    }
+    return BenchResult(
+        name="reducer",
+        baseline="bare aiokafka consume loop",
+        subject="reducer (faust worker) folding",
+        baseline_per_s=baseline,
+        subject_per_s=subject["per_s"],
+        params={"n": n, "partitions": PARTITIONS, "tasks": n // len(LIFECYCLE)},
+        extra=extra,
+    )
