@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -154,3 +154,43 @@ async def consume_batches(
             # Partitions moved to another member mid-batch: it re-reads from the last
             # commit, so these records are delivered again there (at-least-once).
             log.warning("commit after rebalance refused; records will be re-delivered: %s", exc)
+
+
+async def fetch_highwaters(
+    kafka: KafkaSettings, partitions: Iterable[TopicPartition], timeout_s: float = 30.0
+) -> dict[TopicPartition, int]:
+    """The log-end offset of each partition, as the fetch high-water reports it.
+
+    ListOffsets (`end_offsets`) can understate the end on some brokers (Tansu 0.6 answers
+    the last batch's base offset + 1), so one small fetch per partition asks the truth. It
+    starts at that hint minus one, always a valid offset, so it returns little data.
+    """
+    wanted = list(partitions)
+    if not wanted:
+        return {}
+    consumer = make_consumer(kafka, group_id=None, client_id="highwater")
+    async with started(consumer, kafka):
+        consumer.assign(wanted)
+        starts = await consumer.beginning_offsets(wanted)
+        hints = await consumer.end_offsets(wanted)
+        for tp in wanted:
+            consumer.seek(tp, max(starts[tp], hints[tp] - 1))
+        async with asyncio.timeout(timeout_s):
+            while pending := [tp for tp in wanted if consumer.highwater(tp) is None]:
+                await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+        return {tp: int(consumer.highwater(tp)) for tp in wanted}
+
+
+async def topic_partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic` (empty when it does not exist)."""
+    consumer = make_consumer(kafka, group_id=None, client_id="metadata")
+    async with started(consumer, kafka):
+        await consumer.topics()  # refreshes the cluster metadata
+        ids = consumer.partitions_for_topic(topic) or set()
+        return [TopicPartition(topic, p) for p in sorted(ids)]
+
+
+async def count_records(kafka: KafkaSettings, topic: str) -> int:
+    """How many records `topic` holds (nothing is ever deleted from its start here)."""
+    highwaters = await fetch_highwaters(kafka, await topic_partitions(kafka, topic))
+    return sum(highwaters.values())

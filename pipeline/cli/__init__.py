@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli import bench, celery_cmd, config_cmd, sandbox, stages, submit, topics
+from pipeline.cli import bench, celery_cmd, config_cmd, dev, sandbox, stages, submit, topics
 from pipeline.cli.common import CliError
 from pipeline.cli.dlq import dlq_app
 from pipeline.cli.replay import replay
@@ -54,6 +54,7 @@ app.command("tail")(topics.tail)
 app.command("status")(status)
 app.command("replay")(replay)
 app.command("celery-worker")(celery_cmd.celery_worker)
+app.command("dev")(dev.dev)
 app.add_typer(topics.topics_app, name="topics")
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(sandbox.sandbox_app, name="sandbox")

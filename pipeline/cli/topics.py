@@ -84,8 +84,8 @@ async def _tail(
     )  # fmt: skip
     shown = 0
     async with started(consumer, config.kafka):
-        partitions = await consumer._client.fetch_all_metadata()
-        ids = partitions.partitions_for_topic(topic)
+        await consumer.topics()  # refreshes the cluster metadata
+        ids = consumer.partitions_for_topic(topic)
         if not ids:
             raise CliError(f"topic {topic} does not exist (pipeline topics create)")
         consumer.assign([TopicPartition(topic, p) for p in sorted(ids)])

@@ -1,0 +1,134 @@
+"""`pipeline dev [--demo N]`: the whole pipeline on loopback, optionally with a demo workload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.cli.common import console, err_console, run
+from pipeline.config import mask_url
+from pipeline.kafka import count_records, make_producer, send_all, started
+from pipeline.messages import TERMINAL_STATES
+from pipeline.sandbox.dev import DevEnvironment, DevError, DevOptions, dev_environment
+from pipeline.sandbox.workload import Workload, mixed_workload
+
+
+def endpoints(env: DevEnvironment) -> Table:
+    table = Table(title="pipeline dev: everything on loopback", show_header=False)
+    table.add_row("Kafka bootstrap", env.settings.kafka.bootstrap_servers)
+    table.add_row(
+        "Kubernetes API", f"{env.emulator.url} (kubeconfig {env.emulator.kubeconfig_path})"
+    )
+    table.add_row("Celery broker", mask_url(env.settings.celery.broker_url.get_secret_value()))
+    table.add_row("State API", env.api_url)
+    for name, port in env.http_ports.items():
+        table.add_row(f"{name} health/metrics", f"http://127.0.0.1:{port}")
+    table.add_row("logs", str(env.work_dir))
+    return table
+
+
+async def run_states(session: aiohttp.ClientSession, api_url: str, run_id: str) -> list[Any]:
+    url = f"{api_url}/tasks?run_id={run_id}&limit=100000"
+    try:
+        async with session.get(url) as response:
+            if response.status != 200:
+                return []
+            tasks: list[Any] = (await response.json())["tasks"]
+            return tasks
+    except aiohttp.ClientError:
+        return []
+
+
+def summary(work: Workload, states: list[Any], dead_letters: int) -> Table:
+    seen = Counter((s.get("executor", "none"), s["state"]) for s in states)
+    expected = work.expected_counts()
+    table = Table(title=f"demo run {work.run_id}: terminal states")
+    for column in ("executor", "state", "tasks", "expected"):
+        table.add_column(column, justify="right" if column in ("tasks", "expected") else "left")
+    for executor, state in sorted(set(seen) | set(expected)):
+        table.add_row(executor, state, str(seen[executor, state]), str(expected[executor, state]))
+    table.add_row("(dlq)", "invalid messages", str(dead_letters), str(work.invalid))
+    return table
+
+
+async def follow(env: DevEnvironment, work: Workload) -> list[Any]:
+    """Live progress until every task of the run is terminal; returns the final states."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    )  # fmt: skip
+    bar = progress.add_task("tasks terminal", total=len(work.expected))
+    async with aiohttp.ClientSession() as session:
+        with Live(progress, console=console, refresh_per_second=4):
+            while True:
+                states = await run_states(session, env.api_url, work.run_id)
+                done = [s for s in states if s["state"] in TERMINAL_STATES]
+                progress.update(bar, completed=len(done))
+                if len(done) >= len(work.expected):
+                    return states
+                if dead := env.processes.exited():
+                    names = ", ".join(c.name for c in dead)
+                    raise DevError(f"{names} exited; logs in {env.work_dir}")
+                await asyncio.sleep(0.5)
+
+
+async def publish(env: DevEnvironment, work: Workload) -> None:
+    kafka = env.settings.kafka
+    topic = env.settings.topic.requests
+    async with started(make_producer(kafka, "demo"), kafka) as producer:
+        await send_all(producer, [(topic, key, value) for key, value in work.records])
+
+
+async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> None:
+    console.print("starting broker, Kubernetes emulator, Celery worker and every stage ...")
+    async with dev_environment(options) as env:
+        await env.wait_ready()
+        console.print(endpoints(env))
+        if demo is None:
+            console.print("ready; Ctrl-C stops everything")
+            await asyncio.Event().wait()
+            return
+        work = mixed_workload(demo, run_id=f"demo-{int(time.time())}")
+        await publish(env, work)
+        console.print(f"submitted {len(work.records)} requests ({work.invalid} invalid)")
+        states = await follow(env, work)
+        console.print(
+            summary(work, states, await count_records(env.settings.kafka, env.settings.topic.dlq))
+        )
+        if keep_running:
+            console.print("demo done; the pipeline keeps running, Ctrl-C stops everything")
+            await asyncio.Event().wait()
+
+
+def dev(
+    demo: Annotated[
+        int | None, typer.Option("--demo", min=1, help="Submit N mixed tasks and follow them.")
+    ] = None,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="After the demo, keep the pipeline up.")
+    ] = False,
+    partitions: Annotated[int, typer.Option("--partitions", min=1)] = 4,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="Keep logs here (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on loopback, without Docker (Ctrl-C stops everything)."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    options = DevOptions(partitions=partitions, work_dir=work_dir)
+    try:
+        run(_dev(demo, keep_running, options))
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except DevError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None

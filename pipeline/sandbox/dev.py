@@ -1,0 +1,179 @@
+"""The whole pipeline on loopback: broker, Kubernetes emulator, Celery, a worker, every stage.
+
+`pipeline dev` and the end-to-end tests share this, so what a new user runs is what the
+tests prove. Stages run as real `pipeline run STAGE` processes configured only by env.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from pipeline.config import Settings, load_settings
+from pipeline.kafka import create_topics
+from pipeline.sandbox.broker import free_port, tansu_broker
+from pipeline.sandbox.kube import FaultConfig, KubeEmulator, Mode, Timings
+from pipeline.sandbox.processes import ProcessGroup
+
+STAGES = ("router", "launcher", "watcher", "celery-dispatcher", "celery-monitor", "reducer")
+CELERY_QUEUES = ("default",)
+
+
+def redis_answers(url: str) -> bool:
+    """True when a Redis server answers PING at `url`'s host and port."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return False
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def celery_env(settings: Settings, work_dir: Path) -> dict[str, str]:
+    """Redis when one answers; else a broker and result store that need no server at all."""
+    broker_url = settings.celery.broker_url.get_secret_value()
+    if redis_answers(broker_url):
+        return {}
+    folder = work_dir / "celery-broker"
+    folder.mkdir(parents=True, exist_ok=True)
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    return {
+        "PIPELINE_CELERY_BROKER_URL": "filesystem://",
+        "PIPELINE_CELERY_BROKER_TRANSPORT_OPTIONS": orjson.dumps(options).decode(),
+        "PIPELINE_CELERY_RESULT_BACKEND": f"db+sqlite:///{work_dir / 'celery-results.sqlite'}",
+    }
+
+
+class DevError(RuntimeError):
+    """The sandbox could not be brought up or a part of it died."""
+
+
+@dataclass
+class DevOptions:
+    partitions: int = 4
+    kube_mode: Mode = "process"
+    faults: FaultConfig | None = None
+    timings: Timings | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    work_dir: Path | None = None
+
+
+@dataclass
+class DevEnvironment:
+    """Everything `pipeline dev` started; `settings` is what a client of it should use."""
+
+    settings: Settings
+    env: dict[str, str]
+    emulator: KubeEmulator
+    processes: ProcessGroup
+    work_dir: Path
+    http_ports: dict[str, int]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.reducer.api_port}"
+
+    def stage_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.http_ports[name]}"
+
+    def readiness_urls(self) -> dict[str, str]:
+        """Where each stage says it is ready: the runtime's /readyz, the reducer's API."""
+        urls = {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
+        urls["reducer"] = f"{self.api_url}/healthz"
+        return urls
+
+    async def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Until every stage answers ready; a child that exits, or the deadline, fails it."""
+        pending = self.readiness_urls()
+        try:
+            async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
+                while pending:
+                    if dead := self.processes.exited():
+                        names = ", ".join(c.name for c in dead)
+                        raise DevError(f"{names} exited during start-up; logs in {self.work_dir}")
+                    for name, url in list(pending.items()):
+                        with contextlib.suppress(aiohttp.ClientError):
+                            async with session.get(url) as response:
+                                if response.status == 200:
+                                    del pending[name]
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            names = ", ".join(sorted(pending))
+            message = f"{names} not ready after {timeout_s:.0f}s; logs in {self.work_dir}"
+            raise DevError(message) from None
+
+    async def restart_stage(self, name: str) -> None:
+        await self.processes.children[name].restart()
+
+
+def stage_env(bootstrap: str, kubeconfig: Path, options: DevOptions) -> dict[str, str]:
+    allowed = [[sys.executable], ["python"], ["python3"], ["airflow", "tasks", "run"]]
+    return {
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PIPELINE_KUBE_CONFIG": str(kubeconfig),
+        "PIPELINE_TOPIC_PARTITIONS": str(options.partitions),
+        "PIPELINE_SECURITY_ALLOWED_COMMANDS": orjson.dumps(allowed).decode(),
+        "PIPELINE_RUNTIME_LOG_FORMAT": "json",
+        "PIPELINE_REDUCER_API_PORT": str(free_port()),
+        **options.extra_env,
+    }
+
+
+@contextlib.asynccontextmanager
+async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[DevEnvironment]:
+    """Start the whole sandbox; on exit stop every child, the emulator and the broker."""
+    options = options or DevOptions()
+    with contextlib.ExitStack() as stack:
+        work_dir = options.work_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-dev-"))
+        )
+        broker = stack.enter_context(tansu_broker(log_dir=work_dir))
+        async with KubeEmulator(
+            mode=options.kube_mode, faults=options.faults, timings=options.timings
+        ) as emulator:
+            env = stage_env(broker.bootstrap_servers, emulator.kubeconfig_path, options)
+            env |= celery_env(load_settings(), work_dir)
+            with _patched_environ(env):
+                settings = load_settings()
+            await create_topics(settings.kafka, settings.topic)
+            processes = ProcessGroup(work_dir, {**os.environ, **env})
+            http_ports = {name: free_port() for name in STAGES if name != "reducer"}
+            try:
+                await processes.start(
+                    "celery-worker", "celery-worker", *(f"--queue={q}" for q in CELERY_QUEUES)
+                )
+                for name in STAGES:
+                    port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports.get(name, 0))}
+                    await processes.start(name, "run", name, env=port)
+                yield DevEnvironment(settings, env, emulator, processes, work_dir, http_ports)
+            finally:
+                await processes.stop_all()
+
+
+@contextlib.contextmanager
+def _patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Settings are read from the environment: show them the children's environment."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

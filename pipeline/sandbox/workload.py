@@ -1,0 +1,93 @@
+"""A mixed workload for the demo and the end-to-end tests, with the outcome each task must reach.
+
+Both executors, successes and failures, invalid messages, and optionally a disallowed command,
+a pod stuck Pending, and duplicate submissions — every record paired with its expected end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+
+from pipeline import messages
+from pipeline.messages import State, TaskKey
+
+STUCK_IMAGE = "registry.invalid/stuck-pending:1"
+
+
+def _argv(exit_code: int, sleep_s: float) -> list[str]:
+    code = f"import time, sys; time.sleep({sleep_s}); sys.exit({exit_code})"
+    return [sys.executable, "-c", code]
+
+
+@dataclass
+class Workload:
+    """Records to publish (key, value) and what each task must end as."""
+
+    run_id: str
+    records: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    valid: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    expected: dict[TaskKey, State] = field(default_factory=dict)
+    executors: dict[TaskKey, str] = field(default_factory=dict)
+    invalid: int = 0
+
+    def add(self, key: TaskKey, queue: str, executor: str, state: State, **fields: object) -> None:
+        argv = fields.pop("command", None) or _argv(0 if state is State.SUCCESS else 3, 0.1)
+        request = messages.make_request(key, argv, queue, **fields)  # type: ignore[arg-type]
+        record = (key.partition_key, messages.encode(request))
+        self.records.append(record)
+        self.valid.append(record)
+        self.expected[key] = state
+        self.executors[key] = executor
+
+    def add_invalid(self, index: int) -> None:
+        key = TaskKey("demo-invalid", f"bad-{index}", self.run_id)
+        broken: list[bytes] = [
+            b"{this is not json",
+            orjson.dumps({"schema_version": 1, "key": key.to_wire(), "queue": "default"}),
+            orjson.dumps({"schema_version": 99, "key": key.to_wire(), "command": ["x"]}),
+        ]
+        value = broken[index % len(broken)]
+        self.records.append((key.partition_key, value))
+        self.invalid += 1
+        if index % len(broken) != 0:  # the key is readable, so the reducer hears of it
+            self.expected[key] = State.DEAD_LETTERED
+            self.executors[key] = "none"
+
+    def expected_counts(self) -> Counter[tuple[str, str]]:
+        return Counter((self.executors[k], s.value) for k, s in self.expected.items())
+
+
+def mixed_workload(
+    n: int,
+    run_id: str = "demo",
+    *,
+    kubernetes_queue: str = "kubernetes",
+    celery_queue: str = "default",
+    disallowed: int = 0,
+    stuck_pending: int = 0,
+    duplicates: int = 0,
+) -> Workload:
+    """`n` requests: ~45% Kubernetes, ~45% Celery, 1 in 10 failing, 1 in 20 invalid."""
+    work = Workload(run_id)
+    for i in range(n):
+        slot = i % 20
+        if slot == 19:
+            work.add_invalid(i)
+            continue
+        executor, queue = (
+            ("kubernetes", kubernetes_queue) if slot % 2 == 0 else ("celery", celery_queue)
+        )
+        state = State.FAILED if slot in (17, 18) else State.SUCCESS
+        work.add(TaskKey(f"demo-{executor}", f"task-{i}", run_id), queue, executor, state)
+    for i in range(disallowed):
+        key = TaskKey("demo-kubernetes", f"disallowed-{i}", run_id)
+        work.add(key, kubernetes_queue, "kubernetes", State.FAILED, command=["sh", "-c", "id"])
+    for i in range(stuck_pending):
+        key = TaskKey("demo-kubernetes", f"stuck-{i}", run_id)
+        work.add(key, kubernetes_queue, "kubernetes", State.FAILED, image=STUCK_IMAGE)
+    work.records.extend(work.valid[:duplicates])
+    return work
