@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import State, TaskKey, encode, make_event
+from tests.fixtures.kafka import read_all
 from tests.fixtures.reducer import ReducerProcess, rebuilt, wait_committed
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,9 @@ async def test_sigkill_then_restart_recovers_every_key_from_the_changelog(
     # state it has came from the changelog alone.
     await wait_committed(topics, f"reducer-{topics.topic.state}")
     first.kill()
+    changelog = await read_all(topics, topics.topic.state)
+    partitions = {r.partition for r in changelog}
+    assert len(changelog) > 1000 and len(partitions) == topics.topic.partitions
 
     second = reducer_process()
     await second.wait_for("/tasks", lambda body: len(body["tasks"]) == len(expected), limit=10_000)
