@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import platform
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +22,7 @@ BENCHES: dict[str, str] = {"kube": "pipeline.bench.kube"}
 BENCHES["router"] = "pipeline.bench.router"
 BENCHES["launcher"] = "pipeline.bench.launcher"
 BENCHES["reducer"] = "pipeline.bench.reducer"
+BENCHES["e2e"] = "pipeline.bench.end_to_end"
 
 
 def show(results: list[BenchResult]) -> None:
@@ -32,18 +37,45 @@ def show(results: list[BenchResult]) -> None:
     console.print(table)
 
 
-def bench(
-    name: Annotated[str, typer.Argument(help="Which benchmark.")],
-    n: Annotated[int | None, typer.Option("-n", min=1, help="Work items.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Run a benchmark: its baseline and the subject over the same work, then the ratio."""
-    if name not in BENCHES:
-        raise CliError(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHES))}")
+def run_one(name: str, n: int | None) -> BenchResult:
     module = importlib.import_module(BENCHES[name])
     runner: Callable[[int], Coroutine[Any, Any, BenchResult]] = module.run
-    result = run(runner(n or module.DEFAULT_N))
+    return run(runner(n or module.DEFAULT_N))
+
+
+def report(results: list[BenchResult]) -> dict[str, Any]:
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": [r.to_json() for r in results],
+    }
+
+
+def bench(
+    name: Annotated[str, typer.Argument(help="Which benchmark, or 'all'.")],
+    n: Annotated[int | None, typer.Option("-n", min=1, help="Work items.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Write a JSON report here ('all' default).")
+    ] = None,
+) -> None:
+    """Run a benchmark: its baseline and the subject over the same work, then the ratio."""
+    if name != "all" and name not in BENCHES:
+        known = ", ".join(sorted(BENCHES))
+        raise CliError(f"unknown benchmark {name!r}; choose one of: {known}, all")
+    names = list(BENCHES) if name == "all" else [name]
+    results = [run_one(each, n) for each in names]
+    if name == "all" and report_path is None:
+        report_path = Path("bench-report.json")
+    if report_path is not None:
+        report_path.write_bytes(orjson.dumps(report(results), option=orjson.OPT_INDENT_2))
     if as_json:
-        print(orjson.dumps(result.to_json()).decode())
-    else:
-        show([result])
+        shown = results[0].to_json() if name != "all" else report(results)
+        print(orjson.dumps(shown).decode())
+        return
+    show(results)
+    for result in results:
+        for key, value in result.extra.items():
+            console.print(f"{result.name} {key}: {orjson.dumps(value).decode()}", highlight=False)
+    if report_path is not None:
+        console.print(f"report written to {report_path}")
