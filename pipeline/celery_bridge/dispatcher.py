@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import prometheus_client as prom
+from aiokafka import AIOKafkaProducer
 from celery import Celery
 
 from pipeline import logs
@@ -107,10 +108,11 @@ class CeleryDispatcher(Stage):
         self.app = make_app(settings.celery, fail_fast=True)
         self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
         self.pool = ThreadPoolExecutor(settings.celery.dispatch_concurrency, "send-task")
-        self.producer = make_producer(settings.kafka, self.name)
+        self.producer: AIOKafkaProducer  # made in run(): it needs the running loop
 
     async def run(self, stopping: asyncio.Event) -> None:
         kafka = self.settings.kafka
+        self.producer = make_producer(kafka, self.name)
         celery = self.settings.celery
         consumer = make_consumer(
             kafka, self.settings.topic.celery, group_id=celery.dispatcher_group_id,

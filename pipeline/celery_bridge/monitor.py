@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import prometheus_client as prom
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from celery import Celery
 
@@ -110,11 +110,12 @@ class CeleryMonitor(Stage):
         self.app = make_app(settings.celery, fail_fast=True)
         self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
         self.inflight = InFlightSet(DISPATCHER_SOURCE, SOURCE)
-        self.producer = make_producer(settings.kafka, self.name)
+        self.producer: AIOKafkaProducer  # made in run(): it needs the running loop
         self.committed: dict[TopicPartition, int] = {}
 
     async def run(self, stopping: asyncio.Event) -> None:
         kafka = self.settings.kafka
+        self.producer = make_producer(kafka, self.name)
         consumer = make_consumer(
             kafka, group_id=self.celery.monitor_group_id, client_id=self.name,
             session_timeout_ms=self.celery.session_timeout_ms,

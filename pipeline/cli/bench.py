@@ -19,6 +19,7 @@ from pipeline.cli.common import CliError, console, run
 
 # name -> module exposing `async def run(n: int) -> BenchResult` and `DEFAULT_N`.
 BENCHES: dict[str, str] = {"kube": "pipeline.bench.kube"}
+BENCHES["celery"] = "pipeline.bench.celery"
 BENCHES["router"] = "pipeline.bench.router"
 BENCHES["launcher"] = "pipeline.bench.launcher"
 BENCHES["reducer"] = "pipeline.bench.reducer"

@@ -51,7 +51,8 @@ def runs(path: Path) -> int:
 
 
 def request(name: str, command: list[str], queue: str) -> TaskRequest:
-    return make_request(TaskKey("celery-it", name, "run-1"), command, queue)
+    """Task keys are unique per test (the run id is its queue): the Redis db lives all session."""
+    return make_request(TaskKey("celery-it", name, queue), command, queue)
 
 
 def key_of(request: TaskRequest) -> TaskKey:
@@ -71,7 +72,7 @@ def queue_length(settings: Settings, queue: str) -> int:
 async def test_each_outcome_reaches_its_terminal_event(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
 ) -> None:
-    settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="1.5")
+    settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3")
     queue = celery_settings.queue
     marker = tmp_path / "should-not-exist"
     ok = request("ok", python("pass"), queue)
@@ -256,3 +257,33 @@ async def test_a_stalled_task_is_resent_once_then_failed(
     assert terminal["state"] == "failed"
     assert "stalled" in (terminal["reason"] or "")
     assert queue_length(settings, celery_settings.queue) == 2, "the original and one re-send"
+
+
+async def test_a_restarted_monitor_rebuilds_what_is_in_flight(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    settings = celery_settings.settings
+    counter, release = tmp_path / "runs", tmp_path / "release"
+    wait_for_release = (
+        f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)"
+    )
+    slow = request("slow", counting(counter, wait_for_release), celery_settings.queue)
+    await asyncio.to_thread(celery_worker)
+    app = make_app(settings.celery)
+    try:
+        async with EventLog(settings) as log, stage_running(CeleryDispatcher(settings)):
+            async with stage_running(CeleryMonitor(settings)):
+                await publish_requests(settings, [slow])
+                await log.until(lambda _: bool(log.of(key_of(slow), "running")))
+            release.touch()  # the command finishes while no monitor runs
+            result = app.AsyncResult(task_id_for(key_of(slow)))
+            await asyncio.to_thread(result.get, timeout=30)
+            assert log.terminal(key_of(slow)) is None
+            async with stage_running(CeleryMonitor(settings)):
+                await log.until(lambda _: finished(log, slow))
+    finally:
+        app.close()
+    terminal = log.terminal(key_of(slow))
+    assert terminal is not None
+    assert terminal["state"] == "success"
+    assert runs(counter) == 1
