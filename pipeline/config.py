@@ -86,11 +86,18 @@ class CelerySettings(SettingsGroup):
     """The Celery path: broker and result backend, worker command policy, dispatch, monitor."""
 
     broker_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6379/0"), description="Celery broker (Redis)."
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Celery broker: redis://..., or filesystem:// (no server; see the options).",
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra kombu transport options (JSON), over the defaults; filesystem:// "
+        "needs data_folder_in and data_folder_out (the same folder on a single host).",
     )
     result_backend: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/1"),
-        description="Celery result backend (Redis); also holds the dispatch records.",
+        description="Celery result backend, redis://... or db+sqlite:///PATH; also holds the "
+        "dispatch and completion records.",
     )
     task_publish_max_retries: int = Field(
         3, ge=0, description="send_task retries after the first attempt before the task fails."
@@ -111,7 +118,8 @@ class CelerySettings(SettingsGroup):
         7200.0,
         gt=0,
         description="Redis redelivers a task unacknowledged this long (a lost worker's task); "
-        "must exceed execution_timeout_s or long tasks run twice.",
+        "on filesystem:// the monitor re-sends a task running this long. Must exceed "
+        "execution_timeout_s or long tasks run twice.",
     )
     unacked_restore_interval_s: float = Field(
         10.0, gt=0, description="How often workers look for tasks past the visibility timeout."
@@ -149,6 +157,15 @@ class CelerySettings(SettingsGroup):
     def _visibility_outlasts_execution(self) -> CelerySettings:
         if self.visibility_timeout_s <= self.execution_timeout_s:
             raise ValueError("celery.visibility_timeout_s must exceed celery.execution_timeout_s")
+        return self
+
+    @model_validator(mode="after")
+    def _filesystem_broker_has_folders(self) -> CelerySettings:
+        if self.broker_url.get_secret_value().startswith("filesystem:"):
+            missing = {"data_folder_in", "data_folder_out"} - set(self.broker_transport_options)
+            if missing:
+                names = ", ".join(sorted(missing))
+                raise ValueError(f"celery.broker_transport_options needs {names} for filesystem://")
         return self
 
 

@@ -7,6 +7,14 @@ Delivery choices, and why:
 - Redis `visibility_timeout`: a message taken by a worker that vanished entirely is handed out
   again after this long; it must outlast the execution timeout, or a long command would be
   handed to a second worker while the first still runs (settings enforce that).
+- The filesystem transport (`filesystem://`, for a machine with no server at all) has no
+  visibility timeout: taking a message moves its file out of the queue folder, and from then
+  on the message lives only in the worker's memory. A pool process that dies is still covered
+  (the worker rejects the message back into the folder), and a worker stopped with SIGTERM
+  puts back what it had not acknowledged; a worker killed outright loses what it held. The
+  monitor covers that: a lost message that never started is re-sent as a stalled task, and a
+  task left "started" by a vanished worker is re-sent once it has run for longer than
+  `visibility_timeout_s` (see `monitor`).
 - `task_track_started`: STARTED is stored, so the monitor can tell "running" from "waiting in
   the queue" and spot stalled tasks.
 - `worker_prefetch_multiplier=1`: a worker reserves no more than it can run, so a crash
@@ -15,12 +23,17 @@ Delivery choices, and why:
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 from celery import Celery
 
+from pipeline.celery_bridge.ledger import Ledger
+from pipeline.celery_bridge.ledger_redis import RedisLedger
+from pipeline.celery_bridge.ledger_sql import SqlLedger
 from pipeline.config import CelerySettings
 from pipeline.messages import TaskKey
 
@@ -35,20 +48,59 @@ def task_id_for(key: TaskKey) -> str:
     return str(uuid.uuid5(_TASK_ID_NAMESPACE, material))
 
 
+def is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+
+def transport_options(celery: CelerySettings, *, fail_fast: bool = False) -> dict[str, Any]:
+    """kombu transport options for the configured broker: defaults, then the configured ones."""
+    url = celery.broker_url.get_secret_value()
+    options: dict[str, Any] = {}
+    if is_redis(url):
+        options = {
+            "visibility_timeout": celery.visibility_timeout_s,
+            "unacked_restore_interval": celery.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+        }
+    elif url.startswith("filesystem:"):
+        folder = celery.broker_transport_options["data_folder_in"]
+        # kombu's default control folder is relative to the working directory: every process
+        # must see the same exchange tables (routing, broadcast), so keep them with the queue
+        options = {"control_folder": os.path.join(folder, "control"), "polling_interval": 0.1}
+    options |= celery.broker_transport_options
+    if fail_fast:
+        options["max_retries"] = 0
+    return options
+
+
+def _prepare_filesystem(options: dict[str, Any]) -> None:
+    """The filesystem transport expects its folders to exist."""
+    keys = ["data_folder_in", "data_folder_out", "control_folder"]
+    if options.get("store_processed"):
+        keys.append("processed_folder")
+    for key in keys:
+        if key in options:
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+def backend_options(celery: CelerySettings) -> dict[str, Any]:
+    """SQLite waits for another process's write (30 s) instead of failing at once."""
+    if celery.result_backend.get_secret_value().startswith("db+sqlite:"):
+        engine = {"pool_pre_ping": True, "pool_recycle": 3600, "connect_args": {"timeout": 30}}
+        return {"database_engine_options": engine}
+    return {}
+
+
 def make_app(celery: CelerySettings, *, fail_fast: bool = False) -> Celery:
     """A Celery app for dispatcher, monitor and workers alike (nothing connects until used).
 
     `fail_fast` is for callers that retry connection errors themselves (the dispatcher and
     monitor): kombu then reports an unreachable broker at once instead of retrying inside.
     """
-    transport: dict[str, Any] = {
-        "visibility_timeout": celery.visibility_timeout_s,
-        "unacked_restore_interval": celery.unacked_restore_interval_s,
-        "unacked_restore_throttle": 1,
-        "socket_connect_timeout": 5,
-    }
-    if fail_fast:
-        transport["max_retries"] = 0
+    transport = transport_options(celery, fail_fast=fail_fast)
+    if celery.broker_url.get_secret_value().startswith("filesystem:"):
+        _prepare_filesystem(transport)
     app = Celery(
         "pipeline",
         broker=celery.broker_url.get_secret_value(),
@@ -69,5 +121,16 @@ def make_app(celery: CelerySettings, *, fail_fast: bool = False) -> Celery:
         broker_transport_options=transport,
         result_expires=int(celery.dispatch_record_ttl_s),
         worker_hijack_root_logger=False,
+        **backend_options(celery),
     )
     return app
+
+
+def make_ledger(app: Celery, celery: CelerySettings) -> Ledger:
+    """The dispatch/completion ledger kept in `app`'s result backend, chosen by its URL."""
+    url = celery.result_backend.get_secret_value()
+    if is_redis(url):
+        return RedisLedger(app.backend, celery.dispatch_record_ttl_s)
+    if url.startswith("db+"):
+        return SqlLedger(app.backend, celery.dispatch_record_ttl_s)
+    raise ValueError(f"no ledger for result backend {url.split(':', 1)[0]}://")

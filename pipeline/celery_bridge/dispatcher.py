@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from celery import Celery
 
 from pipeline import logs
-from pipeline.celery_bridge.app import make_app, task_id_for
+from pipeline.celery_bridge.app import make_app, make_ledger, task_id_for
 from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
 from pipeline.config import CelerySettings, Settings
@@ -106,7 +106,7 @@ class CeleryDispatcher(Stage):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.app = make_app(settings.celery, fail_fast=True)
-        self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
+        self.ledger = make_ledger(self.app, settings.celery)
         self.pool = ThreadPoolExecutor(settings.celery.dispatch_concurrency, "send-task")
         self.producer: AIOKafkaProducer  # made in run(): it needs the running loop
 

@@ -28,6 +28,8 @@ class InFlight:
     tp: TopicPartition
     offset: int
     running_reported: bool = False
+    running_since: float | None = None
+    """When this monitor first saw it running (not kept across restarts)."""
 
 
 class InFlightSet:

@@ -1,11 +1,14 @@
 """The Celery monitor stage: in-flight task states from the result backend, as TaskEvents.
 
-Like Airflow's BulkStateFetcher, it reads the states of many tasks in one round trip (an
-MGET of the backend's keys) instead of one query per task, and publishes `running`, `success`
-and `failed` events with deterministic ids. Tasks sent but not started within
+Like Airflow's BulkStateFetcher, it reads the states of many tasks in one round trip (a Redis
+MGET, or one SQL SELECT; see `ledger`) instead of one query per task, and publishes `running`,
+`success` and `failed` events with deterministic ids. Tasks sent but not started within
 `stalled_task_timeout_s` are re-sent once from their dispatch record, or failed (and revoked),
-per `stalled_action`. What it watches comes from the dispatcher's `launched` events; see
-`inflight` for how a restart rebuilds that set.
+per `stalled_action`. On a broker with no visibility timeout (the filesystem transport), a
+task still running after `visibility_timeout_s` lost its worker (the command would have timed
+out long before), so it is treated the same way: the monitor does what Redis would do.
+What it watches comes from the dispatcher's `launched` events; see `inflight` for how a
+restart rebuilds that set.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from typing import Any, Final
 import prometheus_client as prom
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from celery import Celery
 
 from pipeline import logs
-from pipeline.celery_bridge.app import make_app
+from pipeline.celery_bridge.app import is_redis, make_app, make_ledger
 from pipeline.celery_bridge.inflight import InFlight, InFlightSet
 from pipeline.celery_bridge.ledger import Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
@@ -58,15 +60,10 @@ def event_key(event: TaskEvent) -> bytes:
     return TaskKey.from_wire(event["key"]).partition_key
 
 
-def fetch_states(app: Celery, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-    """Backend entries for many tasks in one MGET (None where no entry exists yet)."""
-    backend = app.backend
+def fetch_states(ledger: Ledger, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """Backend entries for many tasks in one round trip (None where no entry exists yet)."""
     with FETCH_SECONDS.time():
-        values = backend.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
-    return {
-        task_id: backend.decode_result(value) if value else None
-        for task_id, value in zip(task_ids, values, strict=True)
-    }
+        return ledger.states(task_ids)
 
 
 def transition_events(entry: InFlight, seen: Observation) -> list[TaskEvent]:
@@ -108,10 +105,12 @@ class CeleryMonitor(Stage):
         super().__init__(settings)
         self.celery = settings.celery
         self.app = make_app(settings.celery, fail_fast=True)
-        self.ledger = Ledger(self.app.backend.client, settings.celery.dispatch_record_ttl_s)
+        self.ledger = make_ledger(self.app, settings.celery)
         self.inflight = InFlightSet(DISPATCHER_SOURCE, SOURCE)
         self.producer: AIOKafkaProducer  # made in run(): it needs the running loop
         self.committed: dict[TopicPartition, int] = {}
+        broker = settings.celery.broker_url.get_secret_value()
+        self.lost_after = None if is_redis(broker) else settings.celery.visibility_timeout_s
 
     async def run(self, stopping: asyncio.Event) -> None:
         kafka = self.settings.kafka
@@ -153,7 +152,7 @@ class CeleryMonitor(Stage):
 
     async def poll_chunk(self, entries: list[InFlight]) -> None:
         try:
-            metas = await asyncio.to_thread(fetch_states, self.app, [e.task_id for e in entries])
+            metas = await asyncio.to_thread(fetch_states, self.ledger, [e.task_id for e in entries])
         except RETRIABLE as exc:
             log.warning("result backend unreachable; will retry: %s", exc)
             return
@@ -161,11 +160,24 @@ class CeleryMonitor(Stage):
         now = time.time()
         for entry in entries:
             seen = observe(metas[entry.task_id])
-            if seen.state is not None:
+            if overdue := self.overdue(entry, seen, now):
+                events += await self.stalled(entry, *overdue)
+            elif seen.state is not None:
                 events += transition_events(entry, seen)
-            elif now - entry.sent_at > self.celery.stalled_task_timeout_s:
-                events += await self.stalled(entry)
         await self.publish(events)
+
+    def overdue(self, entry: InFlight, seen: Observation, now: float) -> tuple[str, float] | None:
+        """Why a task looks lost, and how long it may wait after a re-send: not started in
+        time, or (no broker redelivery) running for longer than any command may."""
+        if seen.state is None:
+            patience = self.celery.stalled_task_timeout_s
+            if now - entry.sent_at > patience:
+                return f"stalled: not started within {patience:g}s", patience
+        elif seen.state == State.RUNNING and self.lost_after is not None:
+            entry.running_since = entry.running_since or now
+            if now - max(entry.running_since, entry.sent_at) > self.lost_after:
+                return f"lost: still running after {self.lost_after:g}s", self.lost_after
+        return None
 
     async def publish(self, events: list[TaskEvent]) -> None:
         """Publish and wait for the acks; only then does the in-flight set move on."""
@@ -175,34 +187,34 @@ class CeleryMonitor(Stage):
             EVENTS.labels(event["state"]).inc()
             self.inflight.apply(event)
 
-    async def stalled(self, entry: InFlight) -> list[TaskEvent]:
+    async def stalled(self, entry: InFlight, reason: str, patience: float) -> list[TaskEvent]:
         """Re-send a stalled task once (same id, from its dispatch record), else fail it."""
         with logs.bound(task=str(entry.key), celery_task_id=entry.task_id):
             try:
-                resent_at = await asyncio.to_thread(self._resend_once, entry.task_id)
+                resent_at = await asyncio.to_thread(self._resend_once, entry.task_id, patience)
             except RETRIABLE as exc:
                 log.warning("stalled task not re-sent yet, backend unreachable: %s", exc)
                 return []
             if resent_at is not None:
                 entry.sent_at = resent_at
                 STALLED.labels("resent").inc()
-                log.warning("task not started in time; re-sent it")
+                log.warning("%s; re-sent it", reason)
                 return []
             STALLED.labels("failed").inc()
-            log.warning("task not started in time; failing it")
+            log.warning("%s; failing it", reason)
             await asyncio.to_thread(self._revoke, entry.task_id)
-            timeout = self.celery.stalled_task_timeout_s
-            return [_event(entry, State.FAILED, f"stalled: not started within {timeout:g}s")]
+            return [_event(entry, State.FAILED, reason)]
 
-    def _resend_once(self, task_id: str) -> float | None:
-        """The new send time if the task was (or had been) re-sent and may wait again."""
+    def _resend_once(self, task_id: str, patience: float) -> float | None:
+        """The new send time if the task was (or had been, less than `patience` ago) re-sent
+        and may wait again."""
         record = retrying(lambda: self.ledger.dispatch(task_id), self.celery)
         if record is None or self.celery.stalled_action == "fail":
             return None
         resent_at = record.get("resent_at")
         if record["resends"] >= 1:  # re-sent before (perhaps by a previous monitor)
             waited = time.time() - (resent_at or 0.0)
-            return resent_at if waited <= self.celery.stalled_task_timeout_s else None
+            return resent_at if waited <= patience else None
         retrying(lambda: send(self.app, task_id, record), self.celery)
         now = time.time()
         self.ledger.update(task_id, {**record, "resends": record["resends"] + 1, "resent_at": now})

@@ -11,6 +11,7 @@ import prometheus_client as prom
 from celery import Celery
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 
 from pipeline.celery_bridge.app import TASK_NAME
 from pipeline.celery_bridge.ledger import DispatchRecord
@@ -18,8 +19,8 @@ from pipeline.config import CelerySettings
 
 log = logging.getLogger(__name__)
 
-RETRIABLE: Final = (OperationalError, RedisError, OSError)
-"""Broker or backend unreachable: worth another try after a pause."""
+RETRIABLE: Final = (OperationalError, RedisError, DatabaseUnavailable, OSError)
+"""Broker or backend unreachable (or a database locked too long): worth another try."""
 
 MAX_BACKOFF_S: Final = 10.0
 

@@ -26,8 +26,7 @@ from typing import Any, Final
 from celery import Celery, Task
 
 from pipeline import logs
-from pipeline.celery_bridge.app import TASK_NAME, make_app
-from pipeline.celery_bridge.ledger import Ledger
+from pipeline.celery_bridge.app import TASK_NAME, make_app, make_ledger
 from pipeline.config import CelerySettings, Settings, load_settings
 from pipeline.messages import TaskKey
 from pipeline.security import command_violation
@@ -114,7 +113,7 @@ def execute(payload: Mapping[str, Any], settings: Settings) -> Outcome:
 
 def register(app: Celery, settings: Settings) -> Task[Any, Any]:
     """Register the run-command task on `app`, bound to `settings`' policy."""
-    ledger = Ledger(app.backend.client, settings.celery.dispatch_record_ttl_s)
+    ledger = make_ledger(app, settings.celery)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, track_started=True

@@ -1,4 +1,6 @@
-"""The Celery path end to end: real broker, real Redis, real `pipeline celery-worker` processes.
+"""The Celery path end to end: real Kafka broker, real `pipeline celery-worker` processes,
+and a real Celery broker and result backend (Redis, or for the tests parametrized over
+`CONFIGURATIONS` also the filesystem transport with SQLite).
 
 Requests go to the celery topic; the dispatcher and monitor run in this process; commands
 run in worker subprocesses and leave side-effect files that prove whether (and how often)
@@ -13,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 from prometheus_client import REGISTRY
 
@@ -26,6 +27,7 @@ from pipeline.config import Settings
 from pipeline.messages import TaskKey, TaskRequest, make_request
 from pipeline.sandbox.broker import free_port
 from tests.fixtures.celery import (
+    CONFIGURATIONS,
     REDIS_HOST,
     CeleryEnv,
     EventLog,
@@ -63,16 +65,14 @@ def finished(log: EventLog, *requests: TaskRequest) -> bool:
     return all(log.terminal(key_of(r)) is not None for r in requests)
 
 
-def queue_length(settings: Settings, queue: str) -> int:
-    client = redis.Redis.from_url(settings.celery.broker_url.get_secret_value())
-    with client:
-        return int(client.llen(queue))
+both_configurations = pytest.mark.parametrize("celery_settings", CONFIGURATIONS, indirect=True)
 
 
+@both_configurations
 async def test_each_outcome_reaches_its_terminal_event(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
 ) -> None:
-    settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3")
+    settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="2")
     queue = celery_settings.queue
     marker = tmp_path / "should-not-exist"
     ok = request("ok", python("pass"), queue)
@@ -112,6 +112,7 @@ async def test_each_outcome_reaches_its_terminal_event(
         assert launched["celery_task_id"] == task_id_for(key_of(r))
 
 
+@both_configurations
 async def test_duplicate_delivery_of_a_request_runs_it_once(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
 ) -> None:
@@ -135,7 +136,7 @@ async def test_duplicate_delivery_of_a_request_runs_it_once(
     assert _sample("pipeline_celery_dispatcher_requests_total", outcome="duplicate") == (
         duplicates + 1
     ), "recognised by its dispatch record, not sent again"
-    assert queue_length(settings, celery_settings.queue) == 0, "nothing left to run"
+    assert celery_settings.queue_length() == 0, "nothing left to run"
     assert runs(counter) == 1
 
 
@@ -169,14 +170,18 @@ def _send_and_wait(app: Celery, task_id: str, record: DispatchRecord) -> Any:
     return app.AsyncResult(task_id).get(timeout=30)
 
 
+@both_configurations
 async def test_a_worker_killed_mid_task_leads_to_a_rerun(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
 ) -> None:
+    """Redis hands the message out again after the visibility timeout; the filesystem
+    transport cannot (the message died with the worker), so the monitor re-sends a task
+    still running after that long."""
     settings = celery_settings.configure(
-        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="5", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="6"
+        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4"
     )
     counter = tmp_path / "runs"
-    command = counting(counter, "import time; time.sleep(2)")
+    command = counting(counter, "import time; time.sleep(1.5)")
     victim = request("victim", command, celery_settings.queue)
     first = await asyncio.to_thread(celery_worker)
     async with (
@@ -224,7 +229,7 @@ async def test_dispatcher_retries_until_the_broker_answers(
             await log.until(lambda _: bool(log.of(key_of(late))))
         [event] = log.of(key_of(late))
         assert event["state"] == "launched"
-        assert queue_length(settings, celery_settings.queue) == 1, "sent to the late broker"
+        assert celery_settings.queue_length() == 1, "sent to the late broker"
     finally:
         if server is not None and server.returncode is None:
             server.kill()
@@ -256,7 +261,7 @@ async def test_a_stalled_task_is_resent_once_then_failed(
     assert terminal is not None
     assert terminal["state"] == "failed"
     assert "stalled" in (terminal["reason"] or "")
-    assert queue_length(settings, celery_settings.queue) == 2, "the original and one re-send"
+    assert celery_settings.queue_length() == 2, "the original and one re-send"
 
 
 async def test_a_restarted_monitor_rebuilds_what_is_in_flight(

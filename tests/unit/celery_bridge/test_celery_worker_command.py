@@ -78,8 +78,8 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
         f"open({str(child_pid)!r}, 'w').write(str(p.pid)); time.sleep(60)"
     )
-    outcome = run_command(["python", "-c", code], {"PATH": PYTHON_DIR}, timeout_s=5.0)
-    assert outcome == Outcome(None, "timeout after 5s")
+    outcome = run_command(["python", "-c", code], {"PATH": PYTHON_DIR}, timeout_s=3.0)
+    assert outcome == Outcome(None, "timeout after 3s")
     assert _ends(int(child_pid.read_text())), "the grandchild was killed too"
 
 
