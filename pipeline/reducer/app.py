@@ -247,4 +247,7 @@ def main(settings: Settings) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # the worker re-raises what crashed it once the loop is closed
+        log.exception("reducer crashed")
+        return 1
     return 0
