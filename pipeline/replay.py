@@ -17,10 +17,9 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline.config import KafkaSettings, Settings
-from pipeline.kafka import make_consumer, started
+from pipeline.kafka import fetch_highwaters, make_consumer, started
 from pipeline.messages import InvalidMessage, decode_event, decode_request
 from pipeline.reducer.fold import TaskState, attach_request, fold_event, state_key
-from pipeline.reducer.recovery import fetch_highwaters
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 

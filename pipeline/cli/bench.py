@@ -18,12 +18,14 @@ from pipeline.bench import BenchResult
 from pipeline.cli.common import CliError, console, run
 
 # name -> module exposing `async def run(n: int) -> BenchResult` and `DEFAULT_N`.
-BENCHES: dict[str, str] = {"kube": "pipeline.bench.kube"}
-BENCHES["celery"] = "pipeline.bench.celery"
-BENCHES["router"] = "pipeline.bench.router"
-BENCHES["launcher"] = "pipeline.bench.launcher"
-BENCHES["reducer"] = "pipeline.bench.reducer"
-BENCHES["e2e"] = "pipeline.bench.end_to_end"
+BENCHES: dict[str, str] = {
+    "router": "pipeline.bench.router",
+    "launcher": "pipeline.bench.launcher",
+    "celery": "pipeline.bench.celery",
+    "reducer": "pipeline.bench.reducer",
+    "kube": "pipeline.bench.kube",
+    "e2e": "pipeline.bench.end_to_end",
+}
 
 
 def show(results: list[BenchResult]) -> None:

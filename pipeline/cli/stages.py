@@ -13,13 +13,14 @@ from pipeline.cli.common import CliError, settings
 from pipeline.config import Settings
 
 # name -> "module:function"; the function takes Settings and returns the exit code.
-STAGES: dict[str, str] = {}
-STAGES["celery-dispatcher"] = "pipeline.celery_bridge.dispatcher:main"
-STAGES["celery-monitor"] = "pipeline.celery_bridge.monitor:main"
-STAGES["router"] = "pipeline.router:main"
-STAGES["launcher"] = "pipeline.launcher.stage:main"
-STAGES["reducer"] = "pipeline.reducer.app:main"
-STAGES["watcher"] = "pipeline.watcher.stage:main"
+STAGES: dict[str, str] = {
+    "router": "pipeline.router:main",
+    "launcher": "pipeline.launcher.stage:main",
+    "watcher": "pipeline.watcher.stage:main",
+    "celery-dispatcher": "pipeline.celery_bridge.dispatcher:main",
+    "celery-monitor": "pipeline.celery_bridge.monitor:main",
+    "reducer": "pipeline.reducer.app:main",
+}
 
 
 def load_entry(spec: str) -> Callable[[Settings], int]:

@@ -15,9 +15,8 @@ faust's recovery (seeking, buffering, standby handling, flow control) is unchang
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Set
 
 from aiokafka import TopicPartition
 from faust.tables import TableManager
@@ -25,31 +24,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP, ConsumerT
 
 from pipeline.config import KafkaSettings
-from pipeline.kafka import make_consumer, started
-
-
-async def fetch_highwaters(
-    kafka: KafkaSettings, partitions: Iterable[TopicPartition], timeout_s: float = 30.0
-) -> dict[TopicPartition, int]:
-    """The log-end offset of each partition, as the fetch high-water reports it.
-
-    One fetch per partition suffices; it starts at the (possibly understated) ListOffsets
-    end minus one, which is always a valid offset, so the fetch returns little data.
-    """
-    wanted = list(partitions)
-    if not wanted:
-        return {}
-    consumer = make_consumer(kafka, group_id=None, client_id="highwater")
-    async with started(consumer, kafka):
-        consumer.assign(wanted)
-        starts = await consumer.beginning_offsets(wanted)
-        hints = await consumer.end_offsets(wanted)
-        for tp in wanted:
-            consumer.seek(tp, max(starts[tp], hints[tp] - 1))
-        async with asyncio.timeout(timeout_s):
-            while pending := [tp for tp in wanted if consumer.highwater(tp) is None]:
-                await consumer.getmany(*pending, timeout_ms=200, max_records=1)
-        return {tp: int(consumer.highwater(tp)) for tp in wanted}
+from pipeline.kafka import fetch_highwaters
 
 
 class FetchHighwaterRecovery(Recovery):
