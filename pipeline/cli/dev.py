@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -88,7 +89,28 @@ async def publish(env: DevEnvironment, work: Workload) -> None:
         await send_all(producer, [(topic, key, value) for key, value in work.records])
 
 
+def stop_on_signals() -> None:
+    """SIGINT/SIGTERM cancel the run once, so every child is stopped on the way out.
+
+    The children run in sessions of their own (a terminal's Ctrl-C reaches only us), so
+    this process must outlive them; later signals are ignored until the cleanup is done.
+    """
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def first_signal() -> None:
+        console.print("stopping every process ...")
+        main_task.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: None)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first_signal)
+
+
 async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> None:
+    stop_on_signals()
     console.print("starting broker, Kubernetes emulator, Celery worker and every stage ...")
     async with dev_environment(options) as env:
         await env.wait_ready()
@@ -127,7 +149,7 @@ def dev(
     options = DevOptions(partitions=partitions, work_dir=work_dir)
     try:
         run(_dev(demo, keep_running, options))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("stopped")
     except DevError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
