@@ -129,9 +129,8 @@ class SqlLedger:
         self._put(f"done-{task_id}", orjson.dumps(result))
 
     def states(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        """Celery's entries for many tasks in one `SELECT ... IN`, decoded as Celery does: the
-        `result` column is a pickled value (the column type unpickles it), and
-        `meta_from_decoded` turns a stored exception back into one."""
+        """Celery's entries for many tasks in one `SELECT ... IN`, decoded as Celery does
+        (`meta_from_decoded` turns a stored exception back into one)."""
         self._prepare()
         table = self.backend.task_cls.__table__
         query = sa.select(
@@ -140,5 +139,13 @@ class SqlLedger:
         ).where(table.c.task_id.in_(list(task_ids)))  # fmt: skip
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all() if task_ids else []
-        found = {row["task_id"]: self.backend.meta_from_decoded(dict(row)) for row in rows}
+        found = {row["task_id"]: self._decoded(dict(row)) for row in rows}
         return {task_id: found.get(task_id) for task_id in task_ids}
+
+    def _decoded(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Celery < 5.7 keeps `result` pickled (the column type unpickles it); 5.7 keeps
+        the serializer's bytes, which the backend decodes."""
+        if isinstance(row["result"], bytes | bytearray | memoryview):
+            row["result"] = self.backend.decode(bytes(row["result"]))
+        meta: dict[str, Any] = self.backend.meta_from_decoded(row)
+        return meta
