@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, ClassVar, TypeVar
 
 import prometheus_client
 from aiohttp import web
@@ -64,6 +65,22 @@ def guard(
     task = asyncio.create_task(coro, name=name)
     task.add_done_callback(_report)
     return task
+
+
+StageT = TypeVar("StageT", bound=Stage)
+
+
+@contextlib.asynccontextmanager
+async def running(stage: StageT, stop_timeout_s: float = 60.0) -> AsyncIterator[StageT]:
+    """Run a stage in this process for the block, then stop it through its stop flag, as
+    SIGTERM would (for benchmarks and tests that drive a stage without a process)."""
+    stopping = asyncio.Event()
+    task = asyncio.create_task(stage.run(stopping), name=stage.name)
+    try:
+        yield stage
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, stop_timeout_s)
 
 
 def health_app(stage: Stage) -> web.Application:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from pipeline import messages
+from pipeline import messages, runtime
 from pipeline.bench import BenchResult
 from pipeline.config import (
     KafkaSettings,
@@ -181,19 +181,6 @@ async def publish(settings: Settings, topic: str, requests: list[TaskRequest]) -
         )  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def launcher(settings: Settings, api: TimedPodApi) -> AsyncIterator[LauncherStage]:
-    """The stage as `pipeline run launcher` runs it, minus the process, on its own topic."""
-    stopping = asyncio.Event()
-    stage = LauncherStage(settings, api=api)
-    task = asyncio.create_task(stage.run(stopping))
-    try:
-        yield stage
-    finally:
-        stopping.set()
-        await asyncio.wait_for(task, 60)
-
-
 def round_settings(settings: Settings) -> Settings:
     """A fresh requests topic and consumer group, so a round reads only its own requests."""
     tag = uuid.uuid4().hex[:8]
@@ -209,7 +196,7 @@ async def launcher_creates(settings: Settings, tag: str, n: int) -> float:
     await publish(settings, settings.topic.kubernetes, requests_for(tag, n))
     api = await timed_api(settings)
     api.meter = CreateMeter(n)
-    async with launcher(settings, api):
+    async with runtime.running(LauncherStage(settings, api=api)):
         await asyncio.wait_for(api.meter.done.wait(), 600)
     return api.meter.per_s
 
@@ -222,7 +209,7 @@ async def launch_latency(settings: Settings, n: int, rate: float) -> list[float]
     api = await timed_api(settings)
     published: dict[str, float] = {}
     producer = make_producer(settings.kafka, "bench-paced")
-    async with launcher(settings, api), started(producer, settings.kafka):
+    async with runtime.running(LauncherStage(settings, api=api)), started(producer, settings.kafka):
         # Warm up (group joined, partitions assigned) before timing anything.
         warm = requests_for(f"warm-{uuid.uuid4().hex[:6]}", WARMUP)
         api.meter = CreateMeter(WARMUP)

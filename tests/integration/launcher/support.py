@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from kubernetes import client
 
-from pipeline import messages
+from pipeline import messages, runtime
 from pipeline.config import Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.launcher.stage import LauncherStage
@@ -19,6 +19,7 @@ from pipeline.messages import TaskEvent, TaskKey
 from pipeline.pods import key_from_annotations, managed_selector
 from pipeline.sandbox.kube import KubeEmulator
 from tests.fixtures.kafka import read_records
+from tests.fixtures.polling import eventually
 
 SetEnv = Callable[..., Settings]
 
@@ -63,22 +64,16 @@ async def read_events(settings: Settings, count: int, timeout_s: float = 60) -> 
     return [messages.decode_event(r.value) for r in records]
 
 
+async def ready(stage: LauncherStage) -> bool:
+    return stage.ready
+
+
 @asynccontextmanager
 async def launcher_run(settings: Settings) -> AsyncIterator[LauncherStage]:
     """The stage in this process until the block ends, then stopped like a SIGTERM would."""
-    stopping = asyncio.Event()
-    stage = LauncherStage(settings)
-    task = asyncio.create_task(stage.run(stopping))
-    try:
-        async with asyncio.timeout(30):
-            while not stage.ready:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
+    async with runtime.running(LauncherStage(settings), stop_timeout_s=30) as stage:
+        await eventually(lambda: ready(stage), timeout_s=30, interval_s=0.02)
         yield stage
-    finally:
-        stopping.set()
-        await asyncio.wait_for(task, 30)
 
 
 class ClusterView:
