@@ -123,6 +123,7 @@ async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> Non
         await publish(env, work)
         console.print(f"submitted {len(work.records)} requests ({work.invalid} invalid)")
         states = await follow(env, work)
+        console.print()
         console.print(
             summary(work, states, await count_records(env.settings.kafka, env.settings.topic.dlq))
         )
