@@ -1,12 +1,15 @@
 """The launcher stage: `tasks.kubernetes` in, worker pods and `launched`/`failed` events out.
 
-Airflow's `KubernetesExecutor.sync` + `run_next`, made durable. Each cycle takes at most
-`creation_batch_size` requests (fewer when `parallelism` leaves less room), builds their pods
-and starts the creates; the cycle ends when every create's first attempt is decided. A
-transient failure does not hold the cycle: the launch is rescheduled after its backoff and
-the next cycle goes on. When launched-but-unfinished pods fill `parallelism`, the partitions
-are paused (polling continues, so the group membership stays alive) until terminal events
-on `tasks.events` make room.
+Airflow's `KubernetesExecutor.sync` + `run_next`, made durable. Each fetch takes at most
+`creation_batch_size` requests (fewer when `parallelism` leaves less room) and builds their
+pods; a create starts only while fewer than `creation_batch_size` creations are undecided. So
+the batch limit is a sliding cycle rather than a barrier: the API sees at most that many
+creations at once (and the client pool at most `max_concurrent_creates` calls), yet a slow
+create holds back no other, and the next batch is fetched and built while creates run. A
+transient failure does not hold a slot: the launch is rescheduled after its backoff and takes
+a slot again for its next attempt. When launched-but-unfinished pods fill `parallelism`, the
+partitions are paused (polling continues, so the group membership stays alive) until
+terminal events on `tasks.events` make room.
 
 A request's offset is committed only after its event (or dead letter) is acknowledged, and
 only up to the highest contiguous finished offset of its partition, so a SIGKILL at any
@@ -86,6 +89,8 @@ class LauncherStage(runtime.Stage):
         self.launching = 0
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self.committed: dict[TopicPartition, int] = {}
+        self._slots = asyncio.Semaphore(cfg.creation_batch_size)
+        self._attempts: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()
         self._publishes: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
@@ -155,31 +160,26 @@ class LauncherStage(runtime.Stage):
     # -- the cycle ---------------------------------------------------------------------------
 
     async def _consume(self, requests: AIOKafkaConsumer, stopping: asyncio.Event) -> None:
-        """Cycles: while one cycle's creates are in flight, the next batch is fetched and built;
-        its creates start once the previous cycle's are all decided."""
+        """Fetch and build a batch, then start each create as soon as a slot is free; the
+        next batch is fetched and built while those creates run."""
         cfg = self.settings.launcher
-        in_progress: list[asyncio.Task[None]] = []
         while not stopping.is_set():
             room = cfg.parallelism - len(self.in_flight) - self.launching
             self._observe(paused=room <= 0)
             if room <= 0:
-                await asyncio.gather(*in_progress)
-                in_progress = []
                 await self._wait_for_room(requests)
                 continue
             if paused := requests.paused():
                 requests.resume(*paused)
             limit = min(cfg.creation_batch_size, room)
-            batch = await requests.getmany(timeout_ms=0 if in_progress else 200, max_records=limit)
-            launches = [
-                launch
-                for tp, records in batch.items()
-                for record in records
-                if (launch := self._take(tp, record)) is not None
-            ]
-            await asyncio.gather(*in_progress)
-            in_progress = [asyncio.create_task(self._attempt(launch)) for launch in launches]
-        await asyncio.gather(*in_progress)
+            batch = await requests.getmany(timeout_ms=200, max_records=limit)
+            for tp, records in batch.items():
+                for record in records:
+                    if (launch := self._take(tp, record)) is not None:
+                        await self._slots.acquire()
+                        self._spawn(self._attempts, self._attempt(launch))
+        while self._attempts:
+            await asyncio.gather(*list(self._attempts))
 
     async def _wait_for_room(self, requests: AIOKafkaConsumer) -> None:
         """Paused: keep polling (the group expects it) and wake when a pod finishes."""
@@ -218,16 +218,22 @@ class LauncherStage(runtime.Stage):
         return Launch(tp, record.offset, key, pod)
 
     async def _attempt(self, launch: Launch) -> None:
-        """One create attempt; decides the launch or schedules its retry."""
+        """One create attempt in a slot the caller took; decides the launch or schedules
+        its retry, and frees the slot either way."""
         with logs.bound(task=str(launch.key), pod=launch.name):
             try:
                 alive = await self._create(launch)
             except LaunchError as exc:
-                self._after_error(launch, exc)
-                return
+                error: LaunchError | None = exc
             except Exception as exc:  # a bug must fail one task loudly, not wedge its offset
                 log.exception("unexpected error creating the pod")
-                self._after_error(launch, PodRejected(f"internal error: {exc!r}"))
+                error = PodRejected(f"internal error: {exc!r}")
+            else:
+                error = None
+            finally:
+                self._slots.release()
+            if error is not None:
+                self._after_error(launch, error)
                 return
             self._decided(launch, alive)
             self._report(launch.tp, launch.offset, self._launched(launch))
@@ -264,6 +270,7 @@ class LauncherStage(runtime.Stage):
 
     async def _retry(self, launch: Launch, delay: float) -> None:
         await asyncio.sleep(delay)
+        await self._slots.acquire()
         await self._attempt(launch)
 
     def _decided(self, launch: Launch, alive: bool) -> None:
