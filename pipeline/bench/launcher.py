@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +127,8 @@ def requests_for(tag: str, n: int) -> list[TaskRequest]:
 
 
 @contextlib.asynccontextmanager
-async def emulator_process() -> AsyncIterator[Path]:
-    """`pipeline sandbox kube` in simulate mode; yields its kubeconfig once it serves."""
+async def emulator_process() -> AsyncIterator[tuple[Path, int]]:
+    """`pipeline sandbox kube` in simulate mode; yields its kubeconfig and pid once it serves."""
     with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         process = await asyncio.create_subprocess_exec(
@@ -142,7 +143,7 @@ async def emulator_process() -> AsyncIterator[Path]:
                     if process.returncode is not None:
                         raise RuntimeError("the kube emulator exited at start")
                     await asyncio.sleep(0.05)
-            yield kubeconfig
+            yield kubeconfig, process.pid
         finally:
             if process.returncode is None:
                 process.terminate()
@@ -251,22 +252,50 @@ async def launch_latency(settings: Settings, n: int, rate: float) -> list[float]
     return sorted(meter.created_at[name] - at for name, at in published.items())
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used so far (Linux /proc), or None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pid: int, timeout_s: float = 30.0) -> None:
+    """Wait until the emulator idles: its kubelet moves each created pod on *after* the
+    create, so without this an arm would pay for the previous arm's pods."""
+    deadline = time.monotonic() + timeout_s
+    last = _cpu_seconds(pid)
+    while last is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = _cpu_seconds(pid)
+        if now is None or now - last < 0.02:  # under a tenth of a core
+            return
+        last = now
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def run(n: int = DEFAULT_N) -> BenchResult:
     with tansu_broker() as broker:
-        async with emulator_process() as kubeconfig:
+        async with emulator_process() as (kubeconfig, emulator_pid):
             settings = bench_settings(broker.bootstrap_servers, kubeconfig)
             await create_topics(settings.kafka, settings.topic)
             baseline: list[float] = []
             subject: list[float] = []
             raw: list[float] = []
-            for r in range(ROUNDS):
-                baseline.append(await bare_creates(settings, f"bare{r}", n))
-                subject.append(await launcher_creates(settings, f"launch{r}", n))
-                raw.append(await bare_creates(settings, f"raw{r}", n, TimedPodApi))
+            arms: list[tuple[list[float], Callable[[str], Awaitable[float]]]] = [
+                (baseline, partial(bare_creates, settings, n=n)),
+                (subject, partial(launcher_creates, settings, n=n)),
+                (raw, partial(bare_creates, settings, n=n, kind=TimedPodApi)),
+            ]
+            for r in range(ROUNDS):  # the order rotates, so no arm always comes first
+                for i in range(len(arms)):
+                    results, arm = arms[(r + i) % len(arms)]
+                    await settle(emulator_pid)
+                    results.append(await arm(f"r{r}a{i}"))
             paced_rate = statistics.median(subject) / 2
             latencies = await launch_latency(settings, max(n // 4, 100), paced_rate)
     return BenchResult(
