@@ -58,7 +58,9 @@ async def test_sigkill_then_restart_recovers_every_key_from_the_changelog(
     first.kill()
     changelog = await read_all(topics, topics.topic.state)
     partitions = {r.partition for r in changelog}
-    assert len(changelog) > 1000 and len(partitions) == topics.topic.partitions
+    # A batch writes each touched key once, so the changelog holds at least one record per
+    # key (~100 per partition: several produce batches, so the last-batch case is covered).
+    assert len(changelog) >= len(expected) and len(partitions) == topics.topic.partitions
 
     second = reducer_process()
     await second.wait_for("/tasks", lambda body: len(body["tasks"]) == len(expected), limit=10_000)
