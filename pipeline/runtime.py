@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import prometheus_client
 from aiohttp import web
@@ -83,7 +83,16 @@ async def running(stage: StageT, stop_timeout_s: float = 60.0) -> AsyncIterator[
         await asyncio.wait_for(task, stop_timeout_s)
 
 
-def health_app(stage: Stage) -> web.Application:
+class Probe(Protocol):
+    """What the health endpoints ask: any stage, or a process that is not a `Stage`."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def health(self) -> tuple[bool, str]: ...
+
+
+def health_app(stage: Probe) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         ok, detail = stage.health()
         return web.json_response({"ok": ok, "detail": detail}, status=200 if ok else 503)

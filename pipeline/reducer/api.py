@@ -3,7 +3,7 @@
     GET /tasks/{dag}/{task}/{run}[/{map}[/{try}]]   every try of a task (or one), with history
     GET /tasks?state=&dag_id=&run_id=&executor=&limit=
     GET /stats      counts by state and executor, fold outcomes, throughput
-    GET /healthz    GET /metrics
+    GET /healthz    GET /readyz    GET /metrics
 
 With N replicas each holds its own partitions. A single-task query is forwarded to the
 replica owning the task's partition (faust's table routing, by the partition key); list and
@@ -23,6 +23,7 @@ import prometheus_client
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
+from pipeline import runtime
 from pipeline.messages import TaskKey
 from pipeline.reducer.fold import TaskState, state_key
 
@@ -134,6 +135,22 @@ def register(reducer: Reducer) -> None:
     @app.page("/healthz")
     async def healthz(view: View, request: Request) -> Response:
         return view.json({"ok": True, "recovering": bool(app.in_recovery)})
+
+    @app.page("/readyz")
+    async def readyz(view: View, request: Request) -> Response:
+        return view.json({"ready": reducer.ready}, status=200 if reducer.ready else 503)
+
+    async def serve_probes() -> None:
+        """The probes every stage serves on the runtime port, so one probe config fits all."""
+        settings = reducer.settings.runtime
+        probes = runtime.health_app(reducer)
+        runner = await runtime.serve_http(probes, settings.http_host, settings.http_port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    app.task(serve_probes)
 
     @app.page("/metrics")
     async def metrics(view: View, request: Request) -> Response:

@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import prometheus_client
+from faust.tables.recovery import Recovery
 from faust.types import EventT, FutureMessage, StreamT
 
 from pipeline import logs
@@ -204,6 +205,16 @@ class Reducer:
         """Send one record and wait for the broker's acknowledgement."""
         channel = self.app.topic(topic, key_serializer="raw", value_serializer="raw")
         await (await channel.send(key=key, value=value))
+
+    @property
+    def ready(self) -> bool:
+        """Serving: the first table recovery is done and no rebalance is under way."""
+        app = self.app
+        recovery: Recovery = app.tables.recovery  # type: ignore[attr-defined]
+        return recovery.completed.is_set() and not (app.rebalancing or app.in_recovery)
+
+    def health(self) -> tuple[bool, str]:
+        return True, "recovering" if self.app.in_recovery else "ok"
 
     def states(self) -> list[TaskState]:
         """Every state held by this replica (its assigned partitions)."""

@@ -91,10 +91,7 @@ class DevEnvironment:
         return f"http://127.0.0.1:{self.http_ports[name]}"
 
     def readiness_urls(self) -> dict[str, str]:
-        """Where each stage says it is ready: the runtime's /readyz, the reducer's API."""
-        urls = {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
-        urls["reducer"] = f"{self.api_url}/healthz"
-        return urls
+        return {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
 
     async def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Until every stage answers ready; a child that exits, or the deadline, fails it."""
@@ -151,13 +148,13 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
                 settings = load_settings()
             await create_topics(settings.kafka, settings.topic)
             processes = ProcessGroup(work_dir, {**os.environ, **env})
-            http_ports = {name: free_port() for name in STAGES if name != "reducer"}
+            http_ports = {name: free_port() for name in STAGES}
             try:
                 await processes.start(
                     "celery-worker", "celery-worker", *(f"--queue={q}" for q in CELERY_QUEUES)
                 )
                 for name in STAGES:
-                    port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports.get(name, 0))}
+                    port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports[name])}
                     await processes.start(name, "run", name, env=port)
                 yield DevEnvironment(settings, env, emulator, processes, work_dir, http_ports)
             finally:
