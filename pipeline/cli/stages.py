@@ -11,16 +11,7 @@ import typer
 
 from pipeline.cli.common import CliError, settings
 from pipeline.config import Settings
-
-# name -> "module:function"; the function takes Settings and returns the exit code.
-STAGES: dict[str, str] = {
-    "router": "pipeline.router:main",
-    "launcher": "pipeline.launcher.stage:main",
-    "watcher": "pipeline.watcher.stage:main",
-    "celery-dispatcher": "pipeline.celery_bridge.dispatcher:main",
-    "celery-monitor": "pipeline.celery_bridge.monitor:main",
-    "reducer": "pipeline.reducer.app:main",
-}
+from pipeline.stages import STAGES
 
 
 def load_entry(spec: str) -> Callable[[Settings], int]:

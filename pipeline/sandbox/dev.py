@@ -25,8 +25,8 @@ from pipeline.kafka import create_topics
 from pipeline.sandbox.broker import free_port, tansu_broker
 from pipeline.sandbox.kube import FaultConfig, KubeEmulator, Mode, Timings
 from pipeline.sandbox.processes import ProcessGroup
+from pipeline.stages import STAGES
 
-STAGES = ("router", "launcher", "watcher", "celery-dispatcher", "celery-monitor", "reducer")
 CELERY_QUEUES = ("default",)
 
 
