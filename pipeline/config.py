@@ -350,7 +350,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = _FromFile(**overrides) if config_file else Settings(**overrides)
     except ValueError as exc:
         raise ConfigError(_one_line(exc)) from None
-    return Settings.model_validate(loaded.model_dump()) if config_file else loaded
+    return loaded
 
 
 class ConfigError(ValueError):
