@@ -12,13 +12,14 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .status import ApiError, server_error, too_many_requests
 
 VERBS = ("create", "get", "list", "watch", "update", "patch", "delete", "log")
 ImageFault = Literal["stuck", "backoff"]
 Disruption = Literal["oom", "evict"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -134,18 +135,16 @@ class Faults:
         return True
 
     def image_fault(self, image: str) -> ImageFault | None:
-        if _matches(self.config.stuck_pending_images, image):
-            return "stuck"
-        if _matches(self.config.image_pull_backoff_images, image):
-            return "backoff"
-        return None
+        return _first_match(
+            image,
+            (self.config.stuck_pending_images, "stuck"),
+            (self.config.image_pull_backoff_images, "backoff"),
+        )
 
     def disruption(self, image: str) -> Disruption | None:
-        if _matches(self.config.oom_kill_images, image):
-            return "oom"
-        if _matches(self.config.evict_images, image):
-            return "evict"
-        return None
+        return _first_match(
+            image, (self.config.oom_kill_images, "oom"), (self.config.evict_images, "evict")
+        )
 
     @staticmethod
     def _error(rule: ErrorRule) -> ApiError:
@@ -154,5 +153,9 @@ class Faults:
         return server_error(rule.code, rule.retry_after)
 
 
-def _matches(pattern: str | None, image: str) -> bool:
-    return pattern is not None and fnmatchcase(image, pattern)
+def _first_match(image: str, *rules: tuple[str | None, T]) -> T | None:
+    """The value of the first rule whose glob matches `image`."""
+    return next(
+        (value for pattern, value in rules if pattern is not None and fnmatchcase(image, pattern)),
+        None,
+    )
