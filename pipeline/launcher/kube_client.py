@@ -176,13 +176,6 @@ def _timed(verb: str, fn: Callable[..., T], *args: Any) -> T:
         metrics.API_SECONDS.labels(verb).observe(time.perf_counter() - started)
 
 
-def _drain(response: Any) -> None:
-    try:
-        response.read()
-    finally:
-        response.release_conn()
-
-
 def _json(response: Any) -> JsonObj:
     try:
         loaded: JsonObj = orjson.loads(response.read())
