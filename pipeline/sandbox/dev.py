@@ -77,7 +77,6 @@ class DevEnvironment:
     """Everything `pipeline dev` started; `settings` is what a client of it should use."""
 
     settings: Settings
-    env: dict[str, str]
     emulator: KubeEmulator
     processes: ProcessGroup
     work_dir: Path
@@ -156,7 +155,7 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
                 for name in STAGES:
                     port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports[name])}
                     await processes.start(name, "run", name, env=port)
-                yield DevEnvironment(settings, env, emulator, processes, work_dir, http_ports)
+                yield DevEnvironment(settings, emulator, processes, work_dir, http_ports)
             finally:
                 await processes.stop_all()
 

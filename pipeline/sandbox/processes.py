@@ -21,7 +21,6 @@ class ChildProcess:
     env: Mapping[str, str]
     log_path: Path
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
 
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -60,7 +59,6 @@ class ChildProcess:
 
     async def restart(self, timeout_s: float = 15.0) -> None:
         await self.stop(timeout_s)
-        self.restarts += 1
         await self.start()
 
 
