@@ -10,7 +10,6 @@ pods are what a checkpoint carries across restarts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from pipeline.watcher.translate import PodObservation, vanished
 
@@ -67,10 +66,3 @@ class PodLedger:
     def open_pods(self) -> list[PodObservation]:
         """Pods whose end has not been reported: what a restart must still answer for."""
         return [pod for pod in self._pods.values() if not pod.terminal]
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [pod.to_wire() for pod in self.open_pods()]
-
-    @classmethod
-    def from_snapshot(cls, pods: Iterable[dict[str, Any]]) -> PodLedger:
-        return cls(PodObservation.from_wire(pod) for pod in pods)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.messages import State
+from pipeline.watcher.checkpoint import Checkpoint
 from pipeline.watcher.ledger import PodLedger
 from pipeline.watcher.translate import PodObservation, observe
 
@@ -91,8 +92,9 @@ def test_retain_forgets_pods_that_are_gone() -> None:
     assert "b" not in ledger
 
 
-def test_snapshot_carries_only_unfinished_pods() -> None:
+def test_a_checkpoint_carries_only_unfinished_pods() -> None:
     ledger = PodLedger([seen("Running", "a"), seen("Succeeded", "b"), seen("Pending", "c")])
-    restored = PodLedger.from_snapshot(ledger.snapshot())
+    saved = Checkpoint.decode(Checkpoint("9", ledger.open_pods()).encode())
+    restored = PodLedger(saved.open_pods)
     assert sorted(o.uid for o in restored.open_pods()) == ["a", "c"]
     assert restored.get("a") == ledger.get("a")
