@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import console
-from pipeline.cli.sandbox_kube import kube
+from pipeline.cli.sandbox_kube import Host, Port, kube
 from pipeline.sandbox.broker import tansu_broker
 
 sandbox_app = typer.Typer(help="Run the embedded dev environment's parts.", no_args_is_help=True)
@@ -17,8 +17,8 @@ sandbox_app = typer.Typer(help="Run the embedded dev environment's parts.", no_a
 
 @sandbox_app.command("broker")
 def broker(
-    port: Annotated[int, typer.Option("--port", help="0 picks a free port.")] = 9092,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Port = 9092,
+    host: Host = "127.0.0.1",
     storage: Annotated[
         str, typer.Option("--storage", help="memory://tansu/ or s3://BUCKET/ (durable).")
     ] = "memory://tansu/",

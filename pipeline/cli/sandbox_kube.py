@@ -14,10 +14,14 @@ import typer
 from pipeline.cli.common import CliError, console
 from pipeline.sandbox.kube import MODES, FaultConfig, KubeEmulator, Timings
 
+# The listening options every `pipeline sandbox` server takes.
+Port = Annotated[int, typer.Option("--port", help="0 picks a free port.")]
+Host = Annotated[str, typer.Option("--host")]
+
 
 def kube(
-    port: Annotated[int, typer.Option("--port", help="0 picks a free port.")] = 8001,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Port = 8001,
+    host: Host = "127.0.0.1",
     mode: Annotated[
         str, typer.Option("--mode", help="simulate | process (run commands locally) | off.")
     ] = "simulate",
