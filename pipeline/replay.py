@@ -17,7 +17,7 @@ from typing import TypeAlias
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline.config import KafkaSettings, Settings
-from pipeline.kafka import fetch_highwaters, make_consumer, started
+from pipeline.kafka import fetch_highwaters, make_consumer, started, topic_partitions
 from pipeline.messages import InvalidMessage, decode_event, decode_request
 from pipeline.reducer.fold import TaskState, attach_request, fold_event, state_key
 
@@ -45,16 +45,6 @@ class Bound:
         return cls(time_ms=int(moment.timestamp() * 1000))
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    found = consumer.partitions_for_topic(topic)
-    if found is None:
-        await consumer._client.force_metadata_update()
-        found = consumer.partitions_for_topic(topic)
-    if not found:
-        raise LookupError(f"topic {topic!r} does not exist")
-    return [TopicPartition(topic, p) for p in sorted(found)]
-
-
 async def resolve(
     consumer: AIOKafkaConsumer,
     kafka: KafkaSettings,
@@ -67,7 +57,7 @@ async def resolve(
     beginnings = await consumer.beginning_offsets(tps)
     first = _offsets_at(tps, start, beginnings, highwaters)
     last = _offsets_at(tps, end, highwaters, highwaters)
-    return first, {tp: max(first[tp], min(last[tp], highwaters[tp])) for tp in tps}
+    return first, {tp: max(first[tp], last[tp]) for tp in tps}
 
 
 def _offsets_at(
@@ -99,9 +89,11 @@ async def read_range(
 
     A time bound selects records by their timestamp (start inclusive, end exclusive).
     """
+    tps = await topic_partitions(kafka, topic)
+    if not tps:
+        raise LookupError(f"topic {topic!r} does not exist")
     consumer = make_consumer(kafka, group_id=None, client_id="replay")
     async with started(consumer, kafka):
-        tps = await partitions_of(consumer, topic)
         first, stop = await resolve(consumer, kafka, tps, start, end)
         if on_total is not None:
             on_total(sum(stop[tp] - first[tp] for tp in tps))
