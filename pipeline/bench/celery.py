@@ -38,23 +38,28 @@ REDIS = "redis://127.0.0.1:6379"
 CONCURRENCY = 2
 POLL_INTERVAL_S = 0.2
 COMMAND = ["true"]
-LOCK = "pipeline-bench-session"
+LOCK = "pipeline-redis-db-claim"
+"""One lock key for every claimer (test sessions and benches), so no two share a db."""
 
 
 @contextlib.contextmanager
-def redis_db() -> Iterator[int]:
-    """A Redis db nobody else holds (a lock key claims it), emptied afterwards."""
+def redis_db(url: str = REDIS) -> Iterator[int]:
+    """A Redis db nobody else holds (the lock key claims it), emptied before and after."""
     for db in range(15, 1, -1):
-        client = redis.Redis.from_url(f"{REDIS}/{db}")
-        if client.set(LOCK, os.getpid(), nx=True, ex=3600):
-            try:
-                yield db
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        client.close()
-    raise RuntimeError("no free Redis db for the benchmark (2..15 all locked)")
+        client = redis.Redis.from_url(f"{url}/{db}")
+        if not client.set(LOCK, os.getpid(), nx=True, ex=3600):
+            client.close()
+            continue
+        try:
+            for key in client.scan_iter():
+                if key != LOCK.encode():
+                    client.delete(key)
+            yield db
+        finally:
+            client.flushdb()
+            client.close()
+        return
+    raise RuntimeError("no free Redis db (2..15 are all claimed)")
 
 
 def bench_env(bootstrap: str, db: int, queue: str) -> dict[str, str]:
