@@ -15,6 +15,7 @@ import orjson
 import pytest
 from kubernetes import client
 
+from pipeline import runtime
 from pipeline.config import Settings, load_settings
 from pipeline.messages import TERMINAL_STATES, TaskEvent, TaskKey
 from pipeline.pods import pod_annotations, pod_labels, pod_name
@@ -22,6 +23,7 @@ from pipeline.sandbox.kube import EXIT_CODE, PENDING_SECONDS, RUN_SECONDS
 from pipeline.watcher.stage import WatcherStage
 from tests.fixtures.kafka import read_all
 from tests.fixtures.kube import pod_manifest
+from tests.fixtures.polling import eventually
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **watcher: object) -> Settings:
@@ -113,20 +115,14 @@ async def watcher_running(settings: Settings, *, ready: bool = True) -> AsyncIte
 
     With `ready`, waits until the watch has heard from the API, so later changes are seen live.
     """
-    stage = WatcherStage(settings)
-    stopping = asyncio.Event()
-    run = asyncio.create_task(stage.run(stopping))
-    try:
-        async with asyncio.timeout(15):
-            while ready and not stage.ready:
-                if run.done():
-                    run.result()
-                await asyncio.sleep(0.05)
+    async with runtime.running(WatcherStage(settings), stop_timeout_s=15) as stage:
+        if ready:
+            await eventually(lambda: _ready(stage), timeout_s=15, interval_s=0.05)
         yield stage
-    finally:
-        stopping.set()
-        async with asyncio.timeout(15):
-            await run
+
+
+async def _ready(stage: WatcherStage) -> bool:
+    return stage.ready
 
 
 class WatcherProcess:
