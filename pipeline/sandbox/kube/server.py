@@ -309,8 +309,8 @@ async def _read_json(request: web.Request) -> Any:
 
 
 async def _delete_options(request: web.Request) -> JsonObj:
-    body = await request.read()
-    options: Any = orjson.loads(body) if body.strip() else {}
+    body = await request.read()  # aiohttp caches it, so _read_json reads it again for free
+    options: Any = await _read_json(request) if body.strip() else {}
     if not isinstance(options, dict):
         raise bad_request("DeleteOptions must be a JSON object")
     grace = request.query.get("gracePeriodSeconds")

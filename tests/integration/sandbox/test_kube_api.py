@@ -75,7 +75,10 @@ async def test_malformed_body_is_400(kube_emulator: KubeEmulator) -> None:
         url = f"{kube_emulator.url}/api/v1/namespaces/{NS}/pods"
         async with session.post(url, data=b"{not json") as response:
             status = await response.json()
+        async with session.delete(f"{url}/any", data=b"{not json") as deleted:
+            delete_status = await deleted.json()
     assert (response.status, status["reason"], status["kind"]) == (400, "BadRequest", "Status")
+    assert (deleted.status, delete_status["reason"]) == (400, "BadRequest")
 
 
 async def test_missing_pod_is_404(core_v1: client.CoreV1Api) -> None:
