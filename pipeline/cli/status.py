@@ -42,7 +42,12 @@ def query_path(
         if len(parts) > 5:
             raise CliError(f"key {key!r} has too many parts (DAG/TASK/RUN[/MAP[/TRY]])")
         return "/tasks/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
-    filters = {"dag_id": parts[0] if parts else dag, "run_id": run_id, "state": state}
+    filters = {
+        "dag_id": parts[0] if parts else dag,
+        "task_id": parts[1] if len(parts) == 2 else None,
+        "run_id": run_id,
+        "state": state,
+    }
     query = {k: v for k, v in filters.items() if v} | {"limit": str(limit)}
     return "/tasks?" + urllib.parse.urlencode(query)
 
@@ -71,12 +76,11 @@ def key_text(state: dict[str, Any]) -> str:
     return f"{k['dag_id']}.{k['task_id']}{mapped} @ {k['run_id']} #{k['try_number']}"
 
 
-def render(tasks: list[dict[str, Any]], task_filter: str | None, detail: bool) -> RenderableType:
-    shown = [t for t in tasks if task_filter is None or t["key"]["task_id"] == task_filter]
-    table = Table(title=f"{len(shown)} task(s)", expand=False)
+def render(tasks: list[dict[str, Any]], detail: bool) -> RenderableType:
+    table = Table(title=f"{len(tasks)} task(s)", expand=False)
     for column in ("task", "state", "executor", "updated", "last source", "reason"):
         table.add_column(column, overflow="fold")
-    for t in shown:
+    for t in tasks:
         style = STATE_STYLE.get(t["state"], "")
         last = t["history"][-1]["source"] if t["history"] else ""
         extra = f" (re-driven {t['redriven']})" if t.get("redriven") else ""
@@ -86,7 +90,7 @@ def render(tasks: list[dict[str, Any]], task_filter: str | None, detail: bool) -
         )  # fmt: skip
     if not detail:
         return table
-    return Group(table, *(history_table(t) for t in shown))
+    return Group(table, *(history_table(t) for t in tasks))
 
 
 def history_table(state: dict[str, Any]) -> Table:
@@ -119,16 +123,14 @@ def status(
     """Show task states as the reducer holds them (newest first)."""
     base = api_url(settings(ctx))
     path = query_path(key, dag, run_id, state, limit)
-    parts = [p for p in (key or "").split("/") if p]
-    task_filter = parts[1] if len(parts) == 2 else None
-    detail = len(parts) >= 3
+    detail = path.startswith("/tasks/")
     if as_json:
         print(orjson.dumps(fetch(base, path)).decode())
         return
     if not watch:
-        console.print(render(fetch(base, path)["tasks"], task_filter, detail))
+        console.print(render(fetch(base, path)["tasks"], detail))
         return
     with Live(console=console, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):
         while True:
-            live.update(render(fetch(base, path)["tasks"], task_filter, detail), refresh=True)
+            live.update(render(fetch(base, path)["tasks"], detail), refresh=True)
             time.sleep(interval)

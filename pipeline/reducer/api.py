@@ -1,7 +1,7 @@
 """The query API, served by the reducer's faust web server on `reducer.api_port`.
 
     GET /tasks/{dag}/{task}/{run}[/{map}[/{try}]]   every try of a task (or one), with history
-    GET /tasks?state=&dag_id=&run_id=&executor=&limit=
+    GET /tasks?state=&dag_id=&task_id=&run_id=&executor=&limit=
     GET /stats      counts by state and executor, fold outcomes, throughput
     GET /healthz    GET /readyz    GET /metrics
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-LIST_FILTERS = ("state", "dag_id", "run_id", "executor")
+LIST_FILTERS = ("state", "dag_id", "task_id", "run_id", "executor")
 TASK_PATHS = (
     "/tasks/{dag}/{task}/{run}",
     "/tasks/{dag}/{task}/{run}/{map_index}",

@@ -85,6 +85,8 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
         "extract",
         "load",
     }
+    code, out, _ = await cli("status", "api/load", "--json")
+    assert code == 0 and [t["key"]["task_id"] for t in orjson.loads(out)["tasks"]] == ["load"]
     code, out, _ = await cli("status", "api/extract/run:1+x")
     assert code == 0 and "failed" in out and "history of api.extract @ run:1+x #1" in out
 

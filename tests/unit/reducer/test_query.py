@@ -41,6 +41,8 @@ def test_list_filters_compare_key_state_and_executor() -> None:
     state = queued_at("2026-01-01T00:00:00Z")
     assert matches(state, {"dag_id": "etl", "run_id": "run:1", "state": "queued"})
     assert matches(state, {"executor": "kubernetes"})
+    assert matches(state, {"task_id": "extract"})
+    assert not matches(state, {"task_id": "load"})
     assert not matches(state, {"state": "running"})
 
 
@@ -93,6 +95,9 @@ def test_status_key_maps_to_the_api_path() -> None:
     )
     assert query_path(None, "etl", "r1", "failed", 5) == (
         "/tasks?dag_id=etl&run_id=r1&state=failed&limit=5"
+    )
+    assert query_path("etl/extract", None, None, None, 5) == (
+        "/tasks?dag_id=etl&task_id=extract&limit=5"
     )
 
 
