@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import messages
 from pipeline.config import KafkaSettings
@@ -219,9 +219,11 @@ async def read_letters(
     return sorted(found, key=lambda s: (s.partition, s.offset))
 
 
-async def _partitions(consumer: Any, topic: str, only: int | None) -> list[TopicPartition]:
-    metadata = await consumer._client.fetch_all_metadata()
-    ids = metadata.partitions_for_topic(topic)
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, only: int | None
+) -> list[TopicPartition]:
+    await consumer.topics()  # refreshes the cluster metadata
+    ids = consumer.partitions_for_topic(topic)
     if not ids:
         raise RedriveError(f"topic {topic} does not exist (pipeline topics create)")
     if only is not None and only not in ids:
@@ -229,7 +231,7 @@ async def _partitions(consumer: Any, topic: str, only: int | None) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(ids) if only in (None, p)]
 
 
-async def _caught_up(consumer: Any, tp: TopicPartition, selection: Selection) -> bool:
+async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, selection: Selection) -> bool:
     highwater = consumer.highwater(tp)
     if highwater is None:
         return False
