@@ -17,10 +17,11 @@ from typing import Any, Final, TypeVar
 
 import orjson
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from pipeline.config import KubeSettings
+from pipeline.kube import client_configuration
 from pipeline.launcher import metrics
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
 from pipeline.launcher.merge import JsonObj
@@ -33,23 +34,6 @@ TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 _RETRIABLE_STATUS: Final = frozenset({401, 408, 429})
 _LIST_PAGE: Final = 500
 _JSON_HEADERS: Final = {"Accept": "application/json", "Content-Type": "application/json"}
-
-
-def api_configuration(kube: KubeSettings, pool_size: int) -> client.Configuration:
-    """A fresh client Configuration: the kubeconfig when set, else the in-cluster account."""
-    cfg = client.Configuration()
-    if kube.config is not None:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kube.config),
-            context=kube.context,
-            client_configuration=cfg,
-            persist_config=False,
-        )
-    else:
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    cfg.retries = False
-    cfg.connection_pool_maxsize = max(pool_size, 1)
-    return cfg
 
 
 def classify(exc: Exception) -> LaunchError:
@@ -71,7 +55,7 @@ class PodApi:
     def __init__(self, kube: KubeSettings, concurrency: int) -> None:
         self.namespace = kube.namespace
         self._timeout = kube.request_timeout_s
-        self._api_client = client.ApiClient(api_configuration(kube, concurrency))
+        self._api_client = client.ApiClient(client_configuration(kube, concurrency))
         self._core = client.CoreV1Api(self._api_client)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kube-api")
 

@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 import orjson
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from pipeline.config import KubeSettings
+from pipeline.kube import client_configuration
 from pipeline.watcher.watch_loop import Listing, Pod, WatchGone, WatchUnavailable
 
 _T = TypeVar("_T")
@@ -31,18 +32,7 @@ _CONNECT_TIMEOUT_S = 10.0
 
 def core_v1(kube: KubeSettings) -> client.CoreV1Api:
     """A CoreV1Api from the kubeconfig in settings, or the in-cluster service account."""
-    configuration = client.Configuration()
-    if kube.config is None:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kube.config),
-            context=kube.context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    configuration.retries = False  # the watch loop's backoff decides when to try again
-    return client.CoreV1Api(client.ApiClient(configuration))
+    return client.CoreV1Api(client.ApiClient(client_configuration(kube)))
 
 
 class _RawWatch(watch.Watch):  # type: ignore[misc]
