@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,17 @@ def finished(log: EventLog, *requests: TaskRequest) -> bool:
     return all(log.terminal(key_of(r)) is not None for r in requests)
 
 
+@asynccontextmanager
+async def celery_path(settings: Settings) -> AsyncIterator[EventLog]:
+    """The events topic being read while a dispatcher and a monitor run."""
+    async with (
+        EventLog(settings) as log,
+        stage_running(CeleryDispatcher(settings)),
+        stage_running(CeleryMonitor(settings)),
+    ):
+        yield log
+
+
 both_configurations = pytest.mark.parametrize("celery_settings", CONFIGURATIONS, indirect=True)
 
 
@@ -80,11 +93,7 @@ async def test_each_outcome_reaches_its_terminal_event(
     slow = request("slow", python("import time; time.sleep(30)"), queue)
     refused = request("refused", ["touch", str(marker)], queue)
     await asyncio.to_thread(celery_worker, concurrency=4)
-    async with (
-        EventLog(settings) as log,
-        stage_running(CeleryDispatcher(settings)),
-        stage_running(CeleryMonitor(settings)),
-    ):
+    async with celery_path(settings) as log:
         await publish_requests(settings, [ok, exit3, slow, refused])
         await log.until(lambda _: finished(log, ok, exit3, slow, refused))
 
@@ -121,11 +130,7 @@ async def test_duplicate_delivery_of_a_request_runs_it_once(
     once = request("once", counting(counter), celery_settings.queue)
     duplicates = _sample("pipeline_celery_dispatcher_requests_total", outcome="duplicate")
     await asyncio.to_thread(celery_worker)
-    async with (
-        EventLog(settings) as log,
-        stage_running(CeleryDispatcher(settings)),
-        stage_running(CeleryMonitor(settings)),
-    ):
+    async with celery_path(settings) as log:
         await publish_requests(settings, [once])
         await log.until(lambda _: finished(log, once))
         await publish_requests(settings, [once])  # re-delivered after it finished
@@ -184,11 +189,7 @@ async def test_a_worker_killed_mid_task_leads_to_a_rerun(
     command = counting(counter, "import time; time.sleep(1.5)")
     victim = request("victim", command, celery_settings.queue)
     first = await asyncio.to_thread(celery_worker)
-    async with (
-        EventLog(settings) as log,
-        stage_running(CeleryDispatcher(settings)),
-        stage_running(CeleryMonitor(settings)),
-    ):
+    async with celery_path(settings) as log:
         await publish_requests(settings, [victim])
         await log.until(lambda _: runs(counter) >= 1)  # the command is running on `first`
         first.kill(signal.SIGKILL)
@@ -249,11 +250,7 @@ async def test_a_stalled_task_is_resent_once_then_failed(
 ) -> None:
     settings = celery_settings.configure(PIPELINE_CELERY_STALLED_TASK_TIMEOUT_S="1")
     stuck = request("stuck", python("pass"), celery_settings.queue)  # no worker serves it
-    async with (
-        EventLog(settings) as log,
-        stage_running(CeleryDispatcher(settings)),
-        stage_running(CeleryMonitor(settings)),
-    ):
+    async with celery_path(settings) as log:
         await publish_requests(settings, [stuck])
         await log.until(lambda _: finished(log, stuck))
 
