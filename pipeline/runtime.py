@@ -67,6 +67,12 @@ def guard(
     return task
 
 
+async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if the stop flag is set meanwhile: no pause delays a stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
 StageT = TypeVar("StageT", bound=Stage)
 
 

@@ -149,7 +149,7 @@ class LauncherStage(runtime.Stage):
                 attempt += 1
                 delay = retry_delay(exc, attempt, base=1.0, cap=30.0, rng=self._rng)
                 log.warning("cannot list pods yet (%s); retrying in %.1fs", exc.reason, delay)
-                await _sleep_unless(stopping, delay)
+                await runtime.sleep_unless_stopped(stopping, delay)
                 continue
             for key in keys:
                 self.in_flight.add(key)
@@ -386,11 +386,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("launch task crashed", exc_info=exc)
-
-
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 def main(settings: Settings) -> int:

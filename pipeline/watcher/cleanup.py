@@ -9,11 +9,11 @@ here and deleted after its terminal event is (re-)published. Each pass reads at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pipeline.runtime import sleep_unless_stopped
 from pipeline.watcher import metrics
 from pipeline.watcher.kube import PodApi
 from pipeline.watcher.reporter import PodReporter
@@ -47,8 +47,7 @@ class Sweeper:
                 metrics.SWEEPS.labels(self._api.namespace).inc()
             except (WatchUnavailable, WatchGone) as exc:
                 log.warning("sweep of %s skipped: %s", self._api.namespace, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
+            await sleep_unless_stopped(stopping, interval_s)
 
     async def sweep(self) -> None:
         """One pass: fail and delete timed-out Pending pods, then apply the cleanup policy."""

@@ -9,7 +9,6 @@ backwards by its monotonic state machine). Deletes race harmlessly (404 is succe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from pipeline.config import ConfigError, Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import encode
 from pipeline.pods import managed_selector
-from pipeline.runtime import Stage, guard
+from pipeline.runtime import Stage, guard, sleep_unless_stopped
 from pipeline.watcher import kube, metrics
 from pipeline.watcher.checkpoint import CheckpointStore, scope_key
 from pipeline.watcher.cleanup import Sweeper
@@ -57,8 +56,7 @@ class NamespaceWatch:
     async def keep_checkpoint(self, stopping: asyncio.Event, interval_s: float) -> None:
         self.saved = self.reporter.resource_version
         while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
+            await sleep_unless_stopped(stopping, interval_s)
             if not stopping.is_set():
                 await self.save()
 

@@ -9,7 +9,6 @@ change durable before it returns: the loop resumes from the last version it hand
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.runtime import sleep_unless_stopped
 from pipeline.watcher import metrics
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ async def list_then_watch(
                 backoff.reset()
             why = "stopped" if stopping.is_set() else "timeout" if frames else "dropped"
             if why == "dropped":  # ended before saying anything: do not spin on a bad server
-                await _pause(stopping, backoff.next_delay())
+                await sleep_unless_stopped(stopping, backoff.next_delay())
         except WatchGone:
             log.info(
                 "resourceVersion %s expired; listing again", rv, extra={"namespace": namespace}
@@ -121,14 +121,9 @@ async def list_then_watch(
             log.warning("watch interrupted (%s); retrying in %.2fs", exc, delay,
                         extra={"namespace": namespace})  # fmt: skip
             why = "error"
-            await _pause(stopping, delay)
+            await sleep_unless_stopped(stopping, delay)
         if why != "stopped":
             metrics.WATCH_RESTARTS.labels(namespace, why).inc()
-
-
-async def _pause(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
 
 
 async def _dispatch(frame: Pod, handler: WatchHandler) -> str | None:
