@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +10,9 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
-from pipeline.kafka import make_producer, send_all, started
-from pipeline.messages import State, TaskKey, encode, make_event
+from pipeline.messages import State, TaskKey, make_event
 from tests.fixtures.kafka import read_records
-from tests.fixtures.reducer import PIPELINE, ReducerProcess
+from tests.fixtures.reducer import ReducerProcess, event_record, publish, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +21,7 @@ RETRY = TaskKey("api", "extract", "run:1+x", try_number=2)
 OTHER = TaskKey("api", "load", "run2", map_index=3)
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        PIPELINE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def publish(settings: Settings) -> None:
+async def publish_events(settings: Settings) -> None:
     events = [
         make_event(DONE, "router", State.QUEUED, executor="celery"),
         make_event(DONE, "celery-monitor", State.RUNNING),
@@ -41,16 +30,8 @@ async def publish(settings: Settings) -> None:
         make_event(RETRY, "router", State.QUEUED, executor="celery"),
         make_event(OTHER, "launcher", State.LAUNCHED, executor="kubernetes", pod_name="p-1"),
     ]
-    producer = make_producer(settings.kafka, "test")
-    async with started(producer, settings.kafka):
-        await send_all(
-            producer,
-            [
-                (settings.topic.events, TaskKey.from_wire(e["key"]).partition_key, encode(e))
-                for e in events
-            ]
-            + [(settings.topic.events, DONE.partition_key, b"{not json")],
-        )
+    bad = (settings.topic.events, DONE.partition_key, b"{not json")
+    await publish(settings, [*(event_record(settings, e) for e in events), bad])
 
 
 async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_lettered(
@@ -58,7 +39,7 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
     reducer_process: Callable[[], ReducerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await publish(topics)
+    await publish_events(topics)
     reducer = reducer_process()
     monkeypatch.setenv("PIPELINE_REDUCER_API_URL", reducer.url)
 
@@ -78,19 +59,19 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
     assert stats["by_state"] == {"failed": 1, "queued": 1, "launched": 1}
     assert stats["outcomes"]["illegal"] == 1
 
-    code, out, _ = await cli("status", "api/extract/run:1+x", "--json")
+    code, out, _ = await run_cli("status", "api/extract/run:1+x", "--json")
     assert code == 0 and orjson.loads(out) == body
-    code, out, _ = await cli("status", "--dag", "api", "--json")
+    code, out, _ = await run_cli("status", "--dag", "api", "--json")
     assert code == 0 and {t["key"]["task_id"] for t in orjson.loads(out)["tasks"]} == {
         "extract",
         "load",
     }
-    code, out, _ = await cli("status", "api/load", "--json")
+    code, out, _ = await run_cli("status", "api/load", "--json")
     assert code == 0 and [t["key"]["task_id"] for t in orjson.loads(out)["tasks"]] == ["load"]
-    code, out, _ = await cli("status", "api/extract/run:1+x")
+    code, out, _ = await run_cli("status", "api/extract/run:1+x")
     assert code == 0 and "failed" in out and "history of api.extract @ run:1+x #1" in out
 
-    code, out, _ = await cli("replay", "events", "--diff", "--json")
+    code, out, _ = await run_cli("replay", "events", "--diff", "--json")
     assert code == 0, out
     assert orjson.loads(out) == {"only_rebuilt": [], "only_live": [], "different": {}, "same": 3}
 
@@ -103,7 +84,7 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
     assert 'pipeline_reducer_events_total{outcome="illegal"} 1.0' in metrics
 
     reducer.kill()
-    code, _, err = await cli("status")
+    code, _, err = await run_cli("status")
     assert code == 2 and err.count("\n") == 1 and "cannot reach the reducer API" in err
 
 

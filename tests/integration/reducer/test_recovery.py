@@ -7,10 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from pipeline.config import Settings
-from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import State, TaskKey, encode, make_event
 from tests.fixtures.kafka import read_all
-from tests.fixtures.reducer import ReducerProcess, rebuilt, wait_committed
+from tests.fixtures.reducer import ReducerProcess, publish, rebuilt, wait_committed
 
 pytestmark = pytest.mark.integration
 
@@ -29,23 +28,22 @@ def history(i: int) -> list[bytes]:
     return [encode(e) for e in events]
 
 
-async def publish(settings: Settings) -> int:
-    producer = make_producer(settings.kafka, "test")
-    async with started(producer, settings.kafka):
-        messages = [
-            (settings.topic.events, TaskKey("recovery", f"t{i}", "run1").partition_key, value)
-            for step in range(6)
-            for i in range(TASKS)
-            for value in history(i)[step : step + 1]
-        ]
-        await send_all(producer, messages)
+async def publish_histories(settings: Settings) -> int:
+    """Every task's history, interleaved step by step across the tasks."""
+    messages: list[tuple[str, bytes | None, bytes]] = [
+        (settings.topic.events, TaskKey("recovery", f"t{i}", "run1").partition_key, value)
+        for step in range(6)
+        for i in range(TASKS)
+        for value in history(i)[step : step + 1]
+    ]
+    await publish(settings, messages)
     return len(messages)
 
 
 async def test_sigkill_then_restart_recovers_every_key_from_the_changelog(
     topics: Settings, reducer_process: Callable[[], ReducerProcess]
 ) -> None:
-    published = await publish(topics)
+    published = await publish_histories(topics)
     expected = await rebuilt(topics)
     assert len(expected) == TASKS + TASKS // 4 and published > 1000
 

@@ -11,7 +11,7 @@ from pipeline.config import Settings
 from pipeline.kafka import make_producer, started
 from pipeline.messages import State, TaskKey, encode, make_event
 from tests.fixtures.kafka import read_all
-from tests.fixtures.reducer import PIPELINE
+from tests.fixtures.reducer import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +20,9 @@ COUNT = 40
 
 
 async def cli(*args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        PIPELINE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    return process.returncode, out.decode()
+    code, out, err = await run_cli(*args)
+    assert code == 0, err
+    return code, out
 
 
 async def publish_timed(settings: Settings) -> None:

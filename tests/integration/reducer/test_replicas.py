@@ -8,30 +8,27 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.kafka import make_producer, send_all, started
-from pipeline.messages import State, TaskKey, encode, make_event
-from tests.fixtures.reducer import ReducerProcess, rebuilt
+from pipeline.messages import State, TaskKey, make_event
+from tests.fixtures.reducer import ReducerProcess, event_record, publish, rebuilt
 
 pytestmark = pytest.mark.integration
 
 TASKS = 120
 
 
-async def publish(settings: Settings) -> None:
-    messages = []
-    for i in range(TASKS):
-        key = TaskKey("replicas", f"t{i}", "run1")
-        for state in (State.QUEUED, State.RUNNING, State.SUCCESS):
-            event = make_event(key, "watcher", state)
-            messages.append((settings.topic.events, key.partition_key, encode(event)))
-    async with started(make_producer(settings.kafka, "test"), settings.kafka) as producer:
-        await send_all(producer, messages)
+async def publish_events(settings: Settings) -> None:
+    events = [
+        make_event(TaskKey("replicas", f"t{i}", "run1"), "watcher", state)
+        for i in range(TASKS)
+        for state in (State.QUEUED, State.RUNNING, State.SUCCESS)
+    ]
+    await publish(settings, [event_record(settings, e) for e in events])
 
 
 async def test_replicas_route_queries_to_the_owner_and_take_over_a_dead_one(
     topics: Settings, reducer_process: Callable[[], ReducerProcess]
 ) -> None:
-    await publish(topics)
+    await publish_events(topics)
     expected = await rebuilt(topics)
     a, b = reducer_process(), reducer_process()
 

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from pipeline.config import Settings
-from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import State, TaskKey, encode, make_event, make_request, utc_now
 from tests.fixtures.kafka import read_all
-from tests.fixtures.reducer import ReducerProcess
+from tests.fixtures.reducer import ReducerProcess, event_record, publish
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +36,16 @@ async def test_stuck_queued_task_is_redriven_once_then_failed(
     monkeypatch.setenv("PIPELINE_REDUCER_QUEUED_TIMEOUT_S", "2")
     monkeypatch.setenv("PIPELINE_REDUCER_SWEEP_INTERVAL_S", "0.5")
     t = topics.topic
-    producer = make_producer(topics.kafka, "test")
-    async with started(producer, topics.kafka):
-        await send_all(
-            producer,
-            [
-                (t.celery, STUCK.partition_key, routed(topics, STUCK)),
-                (t.events, STUCK.partition_key, encode(make_event(STUCK, "router", State.QUEUED))),
-                (t.celery, LAUNCHED.partition_key, routed(topics, LAUNCHED)),
-                (
-                    t.events,
-                    LAUNCHED.partition_key,
-                    encode(make_event(LAUNCHED, "router", State.QUEUED)),
-                ),
-                (
-                    t.events,
-                    LAUNCHED.partition_key,
-                    encode(make_event(LAUNCHED, "launcher", State.LAUNCHED)),
-                ),
-            ],
-        )
+    await publish(
+        topics,
+        [
+            (t.celery, STUCK.partition_key, routed(topics, STUCK)),
+            event_record(topics, make_event(STUCK, "router", State.QUEUED)),
+            (t.celery, LAUNCHED.partition_key, routed(topics, LAUNCHED)),
+            event_record(topics, make_event(LAUNCHED, "router", State.QUEUED)),
+            event_record(topics, make_event(LAUNCHED, "launcher", State.LAUNCHED)),
+        ],
+    )
     reducer = reducer_process()
 
     def failed(body: dict[str, Any]) -> bool:
