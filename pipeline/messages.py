@@ -247,6 +247,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> datetime:
+    """A wire timestamp (ISO-8601, `Z` or an offset) as an aware datetime."""
+    return datetime.fromisoformat(text)
+
+
 def event_id(key: TaskKey, source: str, state: str, discriminator: str = "") -> str:
     """Deterministic id: the same fact reported twice gets the same id, so it dedupes."""
     material = orjson.dumps([*key.to_wire().values(), source, state, discriminator])

@@ -11,14 +11,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline.config import KafkaSettings, Settings
 from pipeline.kafka import fetch_highwaters, make_consumer, started, topic_partitions
-from pipeline.messages import InvalidMessage, decode_event, decode_request
+from pipeline.messages import InvalidMessage, decode_event, decode_request, parse_time
 from pipeline.reducer.fold import TaskState, attach_request, fold_event, state_key
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -37,7 +36,7 @@ class Bound:
         if text.isdigit():
             return cls(offset=int(text))
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = parse_time(text)
         except ValueError:
             raise ValueError(f"{text!r} is neither an offset nor an ISO-8601 timestamp") from None
         if moment.tzinfo is None:

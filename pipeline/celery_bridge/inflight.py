@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
 from aiokafka import TopicPartition
 
-from pipeline.messages import TERMINAL_STATES, State, TaskEvent, TaskKey
+from pipeline.messages import TERMINAL_STATES, State, TaskEvent, TaskKey, parse_time
 
 
 @dataclass
@@ -85,4 +84,4 @@ class InFlightSet:
 
 
 def _epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    return parse_time(timestamp).timestamp()

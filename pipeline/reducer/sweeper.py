@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import prometheus_client
 
-from pipeline.messages import State, TaskKey, encode, make_event
+from pipeline.messages import State, TaskKey, encode, make_event, parse_time
 from pipeline.reducer.fold import SWEEPER, TaskState
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ class Action:
     @property
     def key(self) -> TaskKey:
         return TaskKey.from_wire(self.state["key"])
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def stuck(states: list[TaskState], now: datetime, timeout_s: float) -> list[Action]:

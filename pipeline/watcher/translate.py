@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pipeline.messages import TERMINAL_STATES, State, TaskEvent, TaskKey, make_event
+from pipeline.messages import TERMINAL_STATES, State, TaskEvent, TaskKey, make_event, parse_time
 from pipeline.pods import key_from_annotations
 
 SOURCE: Final = "watcher"
@@ -154,7 +154,7 @@ def pending_seconds(pod: PodObservation, now: datetime | None = None) -> float:
     """How long ago the pod was created (0 when the API gave no timestamp)."""
     if not pod.created_at:
         return 0.0
-    created = datetime.fromisoformat(pod.created_at.replace("Z", "+00:00"))
+    created = parse_time(pod.created_at)
     return ((now or datetime.now(UTC)) - created).total_seconds()
 
 
