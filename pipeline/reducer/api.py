@@ -3,7 +3,7 @@
     GET /tasks/{dag}/{task}/{run}[/{map}[/{try}]]   every try of a task (or one), with history
     GET /tasks?state=&dag_id=&task_id=&run_id=&executor=&limit=
     GET /stats      counts by state and executor, fold outcomes, throughput
-    GET /healthz    GET /readyz    GET /metrics
+    GET /healthz    GET /readyz    GET /metrics   (also on the runtime port, for probes)
 
 With N replicas each holds its own partitions. A single-task query is forwarded to the
 replica owning the task's partition (faust's table routing, by the partition key); list and
