@@ -55,6 +55,13 @@ class TopicSettings(SettingsGroup):
     events: str = "tasks.events"
     state: str = "tasks.state"
     dlq: str = "tasks.dlq"
+    control: str = Field(
+        "tasks.control", description="Cancel requests (TaskControl), keyed like the task."
+    )
+    logs: str = Field(
+        "tasks.logs",
+        description="Finished tries' captured output (TaskLog; compacted, keyed by full key).",
+    )
     watcher_checkpoints: str = Field(
         "tasks.watcher-checkpoints",
         description="Where the pod watcher keeps its resourceVersion (compacted, keyed by watch).",
@@ -65,12 +72,12 @@ class TopicSettings(SettingsGroup):
     def all_names(self) -> list[str]:
         return [
             self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq,
-            self.watcher_checkpoints,
+            self.control, self.logs, self.watcher_checkpoints,
         ]  # fmt: skip
 
     def compacted(self) -> set[str]:
         """Topics that hold the latest value per key, not a history."""
-        return {self.state, self.watcher_checkpoints}
+        return {self.state, self.logs, self.watcher_checkpoints}
 
 
 class KubeSettings(SettingsGroup):
@@ -279,12 +286,27 @@ class ReducerSettings(SettingsGroup):
         None, description="Faust app id and consumer group; defaults to reducer-<state topic>."
     )
     data_dir: Path | None = Field(None, description="Faust's data directory; default: a temp dir.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the API's cancel endpoint requires; unset means no token.",
+    )
     session_timeout_s: float = Field(
         10.0,
         gt=0,
         le=90,
         description="Consumer group session timeout: a dead replica's partitions move after "
         "this long (the sandbox broker also holds a JoinGroup for half of it).",
+    )
+
+
+class LogsSettings(SettingsGroup):
+    """Task output: how much of a finished try's log outlives its pod or worker."""
+
+    max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Newest bytes of a try's output kept on the logs topic (older are dropped).",
     )
 
 
@@ -319,6 +341,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     watcher: WatcherSettings = Field(default_factory=WatcherSettings)
     reducer: ReducerSettings = Field(default_factory=ReducerSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     toml_file: ClassVar[Path | None] = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ class Kind(StrEnum):
     TASK_EVENT = "task-event"
     TASK_STATE = "task-state"
     DEAD_LETTER = "dead-letter"
+    TASK_CONTROL = "task-control"
+    TASK_LOG = "task-log"
 
 
 class State(StrEnum):
@@ -39,10 +42,13 @@ class State(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILED = "failed"
+    CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
 
 
-TERMINAL_STATES: Final = frozenset({State.SUCCESS, State.FAILED, State.DEAD_LETTERED})
+TERMINAL_STATES: Final = frozenset(
+    {State.SUCCESS, State.FAILED, State.CANCELLED, State.DEAD_LETTERED}
+)
 
 
 class ErrorCode(StrEnum):
@@ -80,6 +86,26 @@ class TaskRequest(TypedDict):
     routing: NotRequired[dict[str, Any]]
 
 
+class CancelInfo(TypedDict):
+    """Who cancelled a try and why, as a `cancelled` event and state carry it."""
+
+    reason: str
+    requested_by: str
+    requested_at: str
+
+
+class TaskControl(TypedDict):
+    """An operator's request on one try (schemas/task-control.schema.json)."""
+
+    schema_version: int
+    control_id: str
+    action: str
+    key: TaskKeyDict
+    reason: str
+    requested_by: str
+    requested_at: str
+
+
 class TaskEvent(TypedDict):
     schema_version: int
     event_id: str
@@ -89,6 +115,7 @@ class TaskEvent(TypedDict):
     observed_at: str
     executor: NotRequired[str]
     reason: NotRequired[str | None]
+    cancel: NotRequired[CancelInfo]
     pod_name: NotRequired[str]
     namespace: NotRequired[str]
     celery_task_id: NotRequired[str]
@@ -230,6 +257,11 @@ def decode_event(raw: bytes) -> TaskEvent:
     return event
 
 
+def decode_control(raw: bytes) -> TaskControl:
+    control: TaskControl = decode(Kind.TASK_CONTROL, raw)
+    return control
+
+
 def recover_key(raw: bytes) -> TaskKey | None:
     """Best-effort task key from a rejected message, so its failure can be reported."""
     try:
@@ -291,6 +323,44 @@ def make_event(
     }
     event.update({k: v for k, v in fields.items() if v is not None})  # type: ignore[typeddict-item]
     return event
+
+
+def make_control(key: TaskKey, reason: str, requested_by: str) -> TaskControl:
+    """A cancel request for one try; its id is random, since two cancels are two requests."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "control_id": uuid.uuid4().hex,
+        "action": "cancel",
+        "key": key.to_wire(),
+        "reason": reason[:1024],
+        "requested_by": requested_by[:256] or "unknown",
+        "requested_at": utc_now(),
+    }
+
+
+def cancel_info(control: TaskControl) -> CancelInfo:
+    return {
+        "reason": control["reason"],
+        "requested_by": control["requested_by"],
+        "requested_at": control["requested_at"],
+    }
+
+
+def cancelled_reason(cancel: CancelInfo) -> str:
+    """The one-line reason a `cancelled` event gives."""
+    why = f": {cancel['reason']}" if cancel["reason"] else ""
+    return f"cancelled by {cancel['requested_by']}{why}"
+
+
+def make_cancelled(key: TaskKey, source: str, cancel: CancelInfo, **fields: Any) -> TaskEvent:
+    """The `cancelled` event a stage publishes once the try's effect is ended (or never began).
+
+    Its id depends on the key and source only, so a re-delivered cancel dedupes, and a second
+    cancel of the same try folds away as stale.
+    """
+    return make_event(
+        key, source, State.CANCELLED, reason=cancelled_reason(cancel), cancel=cancel, **fields
+    )
 
 
 def make_dead_letter(

@@ -10,7 +10,17 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli import bench, celery_cmd, config_cmd, dev, sandbox, stages, submit, topics
+from pipeline.cli import (
+    bench,
+    celery_cmd,
+    config_cmd,
+    control,
+    dev,
+    sandbox,
+    stages,
+    submit,
+    topics,
+)
 from pipeline.cli.common import CliError
 from pipeline.cli.dlq import dlq_app
 from pipeline.cli.replay import replay
@@ -53,6 +63,8 @@ app.command("run")(stages.run_stage)
 app.command("bench")(bench.bench)
 app.command("tail")(topics.tail)
 app.command("status")(status)
+app.command("cancel")(control.cancel)
+app.command("logs")(control.logs)
 app.command("replay")(replay)
 app.command("celery-worker")(celery_cmd.celery_worker)
 app.command("dev")(dev.dev)

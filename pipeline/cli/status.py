@@ -21,6 +21,7 @@ from pipeline.config import Settings
 STATE_STYLE = {
     "success": "green",
     "failed": "red",
+    "cancelled": "magenta",
     "dead_lettered": "red",
     "running": "cyan",
     "launched": "blue",

@@ -3,9 +3,11 @@
 The table's changelog is the compacted state topic, so a restarted or rebalanced worker
 recovers its partitions from it (to the fetch high-water, see `recovery`). The agent also
 reads the executor topics (the router's routed requests) to keep each task's request in its
-state for the stuck-queued sweeper. All three topics are keyed by the partition key and have
-the same partition count, so a task's events, requests and state share one partition, and
-faust writes each changelog record to the partition of the event that caused it.
+state for the stuck-queued sweeper, and the logs topic to index where each finished try's
+output lies (partition and offset in the state; the text stays on the topic). These topics
+are partitioned by the partition key and have the same partition count, so a task's events,
+requests, log and state share one partition, and faust writes each changelog record to the
+partition of the event that caused it.
 
 Table keys are the *full* task key, try included: a higher try is its own record (its own
 history, its own terminal state), while the partition key keeps every try on one partition.
@@ -38,8 +40,17 @@ from pipeline.messages import (
     encode,
     make_dead_letter,
 )
-from pipeline.reducer.fold import Outcome, TaskState, attach_request, fold_event, state_key
+from pipeline.reducer.fold import (
+    LogRef,
+    Outcome,
+    TaskState,
+    attach_log,
+    attach_request,
+    fold_event,
+    state_key,
+)
 from pipeline.reducer.recovery import table_manager_for
+from pipeline.tasklogs import decode_task_log
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +116,7 @@ class Reducer:
             settings.topic.events,
             settings.topic.kubernetes,
             settings.topic.celery,
+            settings.topic.logs,
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -159,6 +171,16 @@ class Reducer:
                 task_event = decode_event(raw)
                 key = state_key(task_event["key"])
                 state, outcome = fold_event(self.current(key, touched), task_event, limit)
+            elif message.topic == self.topics.logs:
+                record = decode_task_log(raw)
+                key = state_key(record["key"])
+                ref: LogRef = {
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "bytes": len(record["text"]),
+                }
+                current = self.current(key, touched)
+                state, outcome = attach_log(current, record["key"], ref, record["captured_at"])
             else:
                 request = decode_request(raw)
                 key = state_key(request["key"])
@@ -271,7 +293,12 @@ def main(settings: Settings) -> int:
     The worker is driven programmatically (no faust CLI, no sys.argv parsing); it owns the
     loop and the SIGTERM/SIGINT handling and serves the query API on `reducer.api_port`.
     """
-    from pipeline.reducer import api, sweeper  # web views and timers register on the app
+    from pipeline.reducer import (  # web views and timers register on the app
+        api,
+        cancel_api,
+        logs_api,
+        sweeper,
+    )
 
     runtime = settings.runtime
     logs.configure("reducer", runtime.log_level, runtime.log_format)
@@ -279,6 +306,8 @@ def main(settings: Settings) -> int:
     asyncio.set_event_loop(loop)
     reducer = Reducer(settings)
     api.register(reducer)
+    cancel_api.register(reducer)
+    logs_api.register(reducer)
     sweeper.register(reducer)
     worker = faust.Worker(
         reducer.app,

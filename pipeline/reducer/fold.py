@@ -1,7 +1,8 @@
 """The task state machine as a pure fold: `fold_event(state, event) -> (state, outcome)`.
 
     submitted -> queued -> launched -> running -> success | failed
-    failed from any non-terminal state; dead_lettered only before a request was routed.
+    failed and cancelled from any non-terminal state; dead_lettered only before a request
+    was routed.
 
 Events may arrive late, twice, or out of order (several producers, at-least-once delivery),
 so the fold is order-insensitive for any valid history: it only moves *forward* in rank,
@@ -23,6 +24,7 @@ import orjson
 from pipeline.messages import (
     SCHEMA_VERSION,
     TERMINAL_STATES,
+    CancelInfo,
     State,
     TaskEvent,
     TaskKey,
@@ -44,10 +46,13 @@ _RANK: Final = {
     State.RUNNING: 3,
     State.SUCCESS: 4,
     State.FAILED: 4,
+    State.CANCELLED: 4,
     State.DEAD_LETTERED: 4,
 }
 
-_MERGED_FIELDS: Final = ("executor", "pod_name", "namespace", "celery_task_id", "exit_code")
+_MERGED_FIELDS: Final = (
+    "executor", "pod_name", "namespace", "celery_task_id", "exit_code", "cancel",
+)  # fmt: skip
 
 
 class Outcome(StrEnum):
@@ -65,6 +70,14 @@ class Transition(TypedDict):
     observed_at: str
 
 
+class LogRef(TypedDict):
+    """Where a try's captured output lies on the logs topic."""
+
+    partition: int
+    offset: int
+    bytes: int
+
+
 class TaskState(TypedDict):
     """One try of one task, as kept in the state topic (schemas/task-state.schema.json)."""
 
@@ -80,6 +93,8 @@ class TaskState(TypedDict):
     namespace: NotRequired[str]
     celery_task_id: NotRequired[str]
     exit_code: NotRequired[int]
+    cancel: NotRequired[CancelInfo]
+    log: NotRequired[LogRef]
     redriven: NotRequired[int]
     illegal_transitions: NotRequired[int]
     illegal_event_ids: NotRequired[list[str]]
@@ -151,6 +166,22 @@ def attach_request(
     if state.get("request") == request:
         return state, outcome
     return {**state, "request": request}, Outcome.APPLIED
+
+
+def attach_log(
+    current: TaskState | None, key: TaskKeyDict, ref: LogRef, observed_at: str
+) -> tuple[TaskState, Outcome]:
+    """Index a try's captured output: the newest record on the logs topic wins."""
+    base = current if current is not None else new_state(key, observed_at)
+    known = base.get("log")
+    if known == ref:
+        return base, Outcome.DUPLICATE
+    if known is not None and (known["partition"], known["offset"]) > (
+        ref["partition"],
+        ref["offset"],
+    ):
+        return base, Outcome.STALE
+    return {**base, "log": ref}, Outcome.APPLIED
 
 
 def new_state(key: TaskKeyDict, observed_at: str) -> TaskState:

@@ -199,3 +199,27 @@ def test_key_matcher_ignores_foreign_keys() -> None:
     match = messages.key_matcher("etl")
     assert not match(None)
     assert not match(b"plain")
+
+
+def test_control_round_trips_and_rejects_an_unknown_action() -> None:
+    control = messages.make_control(TaskKey("d", "t", "r", 2, 3), "stuck", "alice")
+    assert messages.decode_control(messages.encode(control)) == control
+    with pytest.raises(InvalidMessage, match="at /action"):
+        messages.decode_control(messages.encode({**control, "action": "explode"}))
+    other = messages.make_control(TaskKey("d", "t", "r", 2, 3), "stuck", "alice")
+    assert other["control_id"] != control["control_id"], "two cancels are two requests"
+
+
+def test_cancelled_event_carries_who_and_why_and_dedupes_per_source() -> None:
+    key = TaskKey("d", "t", "r")
+    info = messages.cancel_info(messages.make_control(key, "", "bob"))
+    event = messages.make_cancelled(key, "launcher", info, executor="kubernetes")
+    messages.validate(Kind.TASK_EVENT, event)
+    assert (event["state"], event["reason"], event["cancel"]) == (
+        "cancelled",
+        "cancelled by bob",
+        info,
+    )
+    again = messages.make_cancelled(key, "launcher", info)
+    assert again["event_id"] == event["event_id"]
+    assert State.CANCELLED in messages.TERMINAL_STATES

@@ -7,8 +7,25 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.messages import Kind, State, TaskEvent, TaskKey, make_event, make_request, validate
-from pipeline.reducer.fold import Outcome, TaskState, attach_request, fold_event, rank
+from pipeline.messages import (
+    Kind,
+    State,
+    TaskEvent,
+    TaskKey,
+    make_cancelled,
+    make_event,
+    make_request,
+    validate,
+)
+from pipeline.reducer.fold import (
+    LogRef,
+    Outcome,
+    TaskState,
+    attach_log,
+    attach_request,
+    fold_event,
+    rank,
+)
 
 KEY = TaskKey("etl", "extract", "manual__1")
 LIMIT = 50
@@ -21,6 +38,7 @@ SOURCES = {
     State.RUNNING: "watcher",
     State.SUCCESS: "watcher",
     State.FAILED: "watcher",
+    State.CANCELLED: "launcher",
     State.DEAD_LETTERED: "router",
 }
 
@@ -61,7 +79,9 @@ def outcome_of(state: TaskState | None) -> dict[str, Any]:
 def valid_histories(draw: st.DrawFn) -> list[TaskEvent]:
     """A forward path through the machine, at most one terminal, one event per step."""
     steps = [s for s in PATH if draw(st.booleans())]
-    ending = draw(st.sampled_from([None, State.SUCCESS, State.FAILED, State.DEAD_LETTERED]))
+    ending = draw(
+        st.sampled_from([None, State.SUCCESS, State.FAILED, State.CANCELLED, State.DEAD_LETTERED])
+    )
     if ending is State.DEAD_LETTERED:
         steps = [s for s in steps if s is State.SUBMITTED]
     if ending is not None:
@@ -122,7 +142,7 @@ def test_illegal_transitions_never_apply_and_state_never_moves_back(
             assert state == before
         if before is not None:
             assert rank(state["state"]) >= rank(before["state"])
-            if before["state"] in TERMINALS or before["state"] == State.DEAD_LETTERED:
+            if before["state"] in (*TERMINALS, State.CANCELLED, State.DEAD_LETTERED):
                 assert state["state"] == before["state"]
     assert state is not None
     assert state.get("illegal_transitions", 0) == counted
@@ -186,3 +206,49 @@ def test_routed_request_is_kept_and_implies_queued() -> None:
     _, outcome = fold_event(state, event(State.QUEUED, 4), LIMIT)
     assert outcome is Outcome.STALE
     validate(Kind.TASK_STATE, state)
+
+
+CANCEL = {"reason": "runaway", "requested_by": "alice", "requested_at": "2026-01-01T00:01:00Z"}
+
+
+def cancelled(source: str = "launcher") -> TaskEvent:
+    return make_cancelled(KEY, source, CANCEL, executor="kubernetes")
+
+
+@given(st.sampled_from([State.SUBMITTED, State.QUEUED, State.LAUNCHED, State.RUNNING]))
+def test_cancelled_ends_any_unfinished_try_with_who_and_why(before: State) -> None:
+    state, _ = fold_all([event(before, 1)])
+    state, outcome = fold_event(state, cancelled(), LIMIT)
+    assert outcome is Outcome.APPLIED
+    assert state["state"] == "cancelled" and state["cancel"] == CANCEL
+    assert state["reason"] == "cancelled by alice: runaway"
+    validate(Kind.TASK_STATE, state)
+
+
+def test_cancelled_is_sticky_and_a_repeated_cancel_changes_nothing() -> None:
+    state, _ = fold_all([event(State.RUNNING, 1), cancelled()])
+    assert fold_event(state, cancelled(), LIMIT) == (state, Outcome.DUPLICATE)
+    assert fold_event(state, cancelled("watcher"), LIMIT) == (state, Outcome.STALE)
+    after, outcome = fold_event(state, event(State.FAILED, 9, reason="exit 143"), LIMIT)
+    assert outcome is Outcome.ILLEGAL and after["state"] == "cancelled"
+    assert fold_event(state, event(State.RUNNING, 8), LIMIT)[1] is Outcome.STALE
+
+
+def test_a_finished_try_stays_as_it_was_when_a_cancel_arrives() -> None:
+    state, _ = fold_all([event(State.RUNNING, 1), event(State.SUCCESS, 2, exit_code=0)])
+    after, outcome = fold_event(state, cancelled(), LIMIT)
+    assert outcome is Outcome.ILLEGAL
+    assert after["state"] == "success" and "cancel" not in after
+
+
+def test_log_index_keeps_the_newest_record_of_a_try() -> None:
+    state, _ = fold_all([event(State.SUCCESS, 1)])
+    first: LogRef = {"partition": 2, "offset": 10, "bytes": 5}
+    newer: LogRef = {"partition": 2, "offset": 12, "bytes": 7}
+    indexed, outcome = attach_log(state, KEY.to_wire(), first, "2026-01-01T00:00:03Z")
+    assert outcome is Outcome.APPLIED and indexed["log"] == first
+    assert attach_log(indexed, KEY.to_wire(), first, "x")[1] is Outcome.DUPLICATE
+    indexed, _ = attach_log(indexed, KEY.to_wire(), newer, "x")
+    assert attach_log(indexed, KEY.to_wire(), first, "x")[1] is Outcome.STALE
+    assert indexed["state"] == "success" and indexed["log"] == newer
+    validate(Kind.TASK_STATE, indexed)
