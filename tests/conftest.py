@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.router",
     "tests.fixtures.kube",
     "tests.fixtures.reducer",
+    "tests.fixtures.redis",
     "tests.fixtures.celery",
 ]

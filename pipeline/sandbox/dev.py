@@ -142,7 +142,8 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
             mode=options.kube_mode, faults=options.faults, timings=options.timings
         ) as emulator:
             env = stage_env(broker.bootstrap_servers, emulator.kubeconfig_path, options)
-            env |= celery_env(load_settings(), work_dir)
+            with _patched_environ(env):  # extra_env may name the Celery broker
+                env |= celery_env(load_settings(), work_dir)
             with _patched_environ(env):
                 settings = load_settings()
             await create_topics(settings.kafka, settings.topic)

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis
 
 from pipeline.kafka import count_records, make_producer, send_all, started
 from pipeline.messages import TERMINAL_STATES, TaskKey
@@ -19,6 +20,7 @@ from pipeline.sandbox.dev import STAGES, DevEnvironment, DevOptions, dev_environ
 from pipeline.sandbox.kube import FaultConfig, Timings
 from pipeline.sandbox.workload import STUCK_IMAGE, Workload, mixed_workload
 from tests.fixtures.polling import eventually
+from tests.fixtures.redis import RedisServer
 
 pytestmark = [
     pytest.mark.integration,
@@ -35,12 +37,14 @@ FAST_SWEEPS = {
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def pipeline_env() -> AsyncIterator[DevEnvironment]:
+async def pipeline_env(redis_server: RedisServer) -> AsyncIterator[DevEnvironment]:
+    celery = redis_server.url(redis_server.new_db())
     options = DevOptions(
         kube_mode="process",
         faults=FaultConfig(stuck_pending_images=STUCK_IMAGE),
         timings=Timings(pending_seconds=0.0, run_seconds=0.05, backoff_seconds=0.05),
-        extra_env=FAST_SWEEPS,
+        extra_env=FAST_SWEEPS
+        | {"PIPELINE_CELERY_BROKER_URL": celery, "PIPELINE_CELERY_RESULT_BACKEND": celery},
     )
     async with dev_environment(options) as env:
         await env.wait_ready()
@@ -95,6 +99,9 @@ async def test_every_task_reaches_exactly_its_expected_state(pipeline_env: DevEn
     assert_outcomes(work, await settle(pipeline_env, work))
     dlq_after = await count_records(pipeline_env.settings.kafka, pipeline_env.settings.topic.dlq)
     assert dlq_after - dlq_before == work.invalid
+    results = pipeline_env.settings.celery.result_backend.get_secret_value()
+    with redis.Redis.from_url(results) as client:
+        assert client.dbsize() > 0, "Celery ran on the test's own Redis"
 
 
 async def test_the_same_holds_when_every_stage_restarts_mid_run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,13 +31,14 @@ from pipeline.messages import TaskKey, TaskRequest, make_request
 from pipeline.sandbox.broker import free_port
 from tests.fixtures.celery import (
     CONFIGURATIONS,
-    REDIS_HOST,
     CeleryEnv,
     EventLog,
     StartWorker,
     publish_requests,
     stage_running,
 )
+from tests.fixtures.redis import HOST as REDIS_HOST
+from tests.fixtures.redis import start_redis, stop
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +216,7 @@ async def test_dispatcher_retries_until_the_broker_answers(
     )
     late = request("late", python("pass"), celery_settings.queue)
     retried = _retries()
-    server: asyncio.subprocess.Process | None = None
+    server: subprocess.Popen[bytes] | None = None
     try:
         async with EventLog(settings) as log, stage_running(CeleryDispatcher(settings)):
             await publish_requests(settings, [late])
@@ -222,19 +224,14 @@ async def test_dispatcher_retries_until_the_broker_answers(
                 while _retries() < retried + 2:  # noqa: ASYNC110 - a counter, not an event
                     await asyncio.sleep(0.05)
             assert not log.of(key_of(late))
-            server = await asyncio.create_subprocess_exec(
-                "redis-server", "--port", str(port), "--bind", REDIS_HOST, "--save", "",
-                "--appendonly", "no", "--dir", str(tmp_path),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            server = start_redis(port, tmp_path / "late-redis")
             await log.until(lambda _: bool(log.of(key_of(late))))
         [event] = log.of(key_of(late))
         assert event["state"] == "launched"
         assert celery_settings.queue_length() == 1, "sent to the late broker"
     finally:
-        if server is not None and server.returncode is None:
-            server.kill()
-            await server.wait()
+        if server is not None:
+            stop(server)
 
 
 def _retries() -> float:
