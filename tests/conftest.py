@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.router",
     "tests.fixtures.kube",
+    "tests.fixtures.kubectl",
     "tests.fixtures.reducer",
     "tests.fixtures.redis",
     "tests.fixtures.celery",

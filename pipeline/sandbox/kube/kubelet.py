@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from . import podstatus
 from .faults import Faults
+from .logs import ContainerLogs, LogBuffer
 from .pods import rfc3339
 from .podstatus import Termination
-from .runtime import ContainerRun, LogBuffer, ProcessRun, SimulatedRun, StartError
+from .runtime import ContainerRun, ProcessRun, SimulatedRun, StartError
 from .status import ApiError, JsonObj
 from .store import Event, Key, PodStore, pod_key
 
@@ -34,6 +35,7 @@ RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # Running -> terminated (simula
 EXIT_CODE = ANNOTATION_PREFIX + "exit-code"  # container exit code (simulate)
 LOGS = ANNOTATION_PREFIX + "logs"  # container output served by pods/log (simulate)
 NODE_NAME = "sandbox-node"
+MAX_BACKOFF_SECONDS = 300.0  # the kubelet's cap on the restart back-off
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Timings:
     run_seconds: float = 0.2
     exit_code: int = 0
     backoff_seconds: float = 0.05  # ErrImagePull -> ImagePullBackOff
+    restart_backoff_seconds: float = 1.0  # first CrashLoopBackOff delay, doubling per restart
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Kubelet:
         self.capacity = capacity
         self.timings = timings or Timings()
         self.stats = KubeletStats()
-        self.logs: dict[Key, dict[str, LogBuffer]] = {}
+        self.logs: dict[Key, dict[str, ContainerLogs]] = {}
         self._queue: dict[Key, bool] = {}  # FIFO of unscheduled pods -> marked Unschedulable
         self._runs: dict[Key, _PodRun] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -115,7 +118,8 @@ class Kubelet:
             self._schedule()
         elif event.type == "DELETED":
             self._queue.pop(key, None)
-            self.logs.pop(key, None)
+            for container_logs in self.logs.pop(key, {}).values():
+                container_logs.close()  # followers of a deleted pod's log end
             run = self._runs.get(key)
             if run is not None:
                 _resolve(run.stop, Stop("delete"))
@@ -205,29 +209,78 @@ class Kubelet:
     async def _run_containers(
         self, key: Key, pod: JsonObj, run: _PodRun, started_at: str
     ) -> dict[str, Termination]:
-        buffers = self.logs.setdefault(key, {})
+        logs = self.logs.setdefault(key, {})
         containers = pod["spec"]["containers"]
-        starts = [
-            self._start(pod, c, buffers.setdefault(c["name"], LogBuffer())) for c in containers
-        ]
-        runs = await asyncio.gather(*starts)
-        failed = {c["name"]: r for c, r in zip(containers, runs, strict=True) if isinstance(r, str)}
-        live = {
-            c["name"]: r for c, r in zip(containers, runs, strict=True) if not isinstance(r, str)
-        }
+        buffers = [logs.setdefault(c["name"], ContainerLogs()).current for c in containers]
+        runs = await asyncio.gather(
+            *(self._start(pod, c, b) for c, b in zip(containers, buffers, strict=True))
+        )
         await self._write(key, lambda p: podstatus.running(p, started_at))
         run.running = True
         self._count_running()
         self._arm_disruption(pod, run.stop)
-        codes = await self._await_exit(live, run.stop)
-        finished_at = rfc3339()
-        ends = {
-            name: self._termination(code, run.stop, started_at, finished_at)
-            for name, code in codes.items()
-        }
-        for name, message in failed.items():
-            ends[name] = Termination(128, "StartError", started_at, finished_at, message)
-        return ends
+        ends = await asyncio.gather(
+            *(
+                self._supervise(key, pod, c, r, started_at, run.stop)
+                for c, r in zip(containers, runs, strict=True)
+            )
+        )
+        return {c["name"]: end for c, end in zip(containers, ends, strict=True)}
+
+    async def _supervise(
+        self,
+        key: Key,
+        pod: JsonObj,
+        container: JsonObj,
+        first: ContainerRun | str,
+        started_at: str,
+        stop: asyncio.Future[Stop],
+    ) -> Termination:
+        """Run one container to its end, restarting it as the pod's restartPolicy says."""
+        current, restarts = first, 0
+        policy = pod["spec"].get("restartPolicy", "Always")
+        while True:
+            end = await self._until_exit(current, stop, started_at)
+            if stop.done() or not restarts_after(policy, end.exit_code):
+                return end
+            name = container["name"]
+            delay = min(self.timings.restart_backoff_seconds * 2**restarts, MAX_BACKOFF_SECONDS)
+            message = (
+                f"back-off {delay:g}s restarting failed container={name} "
+                f"pod={pod['metadata']['name']}_{key[0]}({pod['metadata']['uid']})"
+            )
+            self.logs[key][name].exited()
+            backing_off = partial(podstatus.restarting, name=name, end=end, message=message)
+            await self._write(key, backing_off)
+            if await _until(stop, delay) is not None:
+                return end
+            restarts += 1
+            started_at = rfc3339()
+            current = await self._start(pod, container, self.logs[key][name].restart())
+            await self._write(key, partial(podstatus.restarted, name=name, started_at=started_at))
+
+    async def _until_exit(
+        self, container: ContainerRun | str, stop: asyncio.Future[Stop], started_at: str
+    ) -> Termination:
+        """How the container ends: by itself, or stopped (delete, OOM kill, eviction)."""
+        if isinstance(container, str):
+            return Termination(128, "StartError", started_at, rfc3339(), container)
+        exited: asyncio.Future[int] = asyncio.ensure_future(container.wait())
+        either: list[asyncio.Future[Any]] = [exited, stop]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await container.stop(0)
+            exited.cancel()
+            raise
+        if exited.done():
+            code = exited.result()
+        else:
+            grace = stop.result().grace_seconds if stop.result().reason == "delete" else 0.0
+            code = await container.stop(grace)
+            exited.cancel()
+            await asyncio.gather(exited, return_exceptions=True)
+        return self._termination(code, stop, started_at, rfc3339())
 
     async def _start(
         self, pod: JsonObj, container: JsonObj, log_buffer: LogBuffer
@@ -237,32 +290,12 @@ class Kubelet:
             seconds = _annotation(pod, RUN_SECONDS, self.timings.run_seconds)
             code = int(_annotation(pod, EXIT_CODE, self.timings.exit_code))
             output = (pod["metadata"].get("annotations") or {}).get(LOGS, "")
-            return SimulatedRun(seconds, code, output, log_buffer)
+            return SimulatedRun(seconds, code, output, log_buffer, container)
         try:
             return await ProcessRun.start(pod, container, log_buffer)
         except StartError as exc:
             log_buffer.close()
             return str(exc)
-
-    async def _await_exit(
-        self, live: dict[str, ContainerRun], stop: asyncio.Future[Stop]
-    ) -> dict[str, int]:
-        waits = asyncio.gather(*(r.wait() for r in live.values()))
-        either: list[asyncio.Future[Any]] = [waits, stop]
-        try:
-            done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            await asyncio.gather(*(r.stop(0) for r in live.values()))
-            waits.cancel()
-            await asyncio.gather(waits, return_exceptions=True)
-            raise
-        if waits in done:
-            return dict(zip(live, waits.result(), strict=True))
-        grace = 0.0 if stop.result().reason != "delete" else stop.result().grace_seconds
-        codes = await asyncio.gather(*(r.stop(grace) for r in live.values()))
-        waits.cancel()
-        await asyncio.gather(waits, return_exceptions=True)
-        return dict(zip(live, codes, strict=True))
 
     def _termination(
         self, code: int, stop: asyncio.Future[Stop], started: str, finished: str
@@ -282,6 +315,11 @@ class Kubelet:
         self.stats.running += 1
         self.stats.started += 1
         self.stats.max_running = max(self.stats.max_running, self.stats.running)
+
+
+def restarts_after(policy: str, exit_code: int) -> bool:
+    """Whether the kubelet restarts a container that exited with `exit_code`."""
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
 
 def _pod_reason(stop: Stop | None) -> tuple[str | None, str | None]:

@@ -71,17 +71,61 @@ def running(pod: JsonObj, started_at: str) -> JsonObj:
     )
     status["phase"] = "Running"
     uid = pod["metadata"]["uid"]
-    return _containers(
-        pod,
-        status,
-        lambda c: {
-            **_base(c),
-            "state": {"running": {"startedAt": started_at}},
-            "ready": True,
-            "started": True,
-            "containerID": f"sandbox://{uid}-{c['name']}",
-        },
+    return _containers(pod, status, lambda c: _running(c, _old(pod, c), started_at, uid))
+
+
+def _running(container: JsonObj, old: JsonObj, started_at: str, uid: str) -> JsonObj:
+    return {
+        **_base(container, old),
+        "state": {"running": {"startedAt": started_at}},
+        "ready": True,
+        "started": True,
+        "containerID": f"sandbox://{uid}-{container['name']}",
+    }
+
+
+def restarting(pod: JsonObj, name: str, end: Termination, message: str) -> JsonObj:
+    """One container exited and waits out its restart back-off (CrashLoopBackOff)."""
+    status = _with_conditions(
+        pod["status"],
+        Ready=("False", "ContainersNotReady", f"containers with unready status: [{name}]"),
+        ContainersReady=(
+            "False",
+            "ContainersNotReady",
+            f"containers with unready status: [{name}]",
+        ),
     )
+    uid = pod["metadata"]["uid"]
+
+    def build(container: JsonObj, old: JsonObj) -> JsonObj:
+        if container["name"] != name:
+            return old
+        waiting = {"reason": "CrashLoopBackOff", "message": message}
+        last = _terminated(container, end, uid, old)["state"]
+        return {
+            **_base(container, old),
+            "state": {"waiting": waiting},
+            "lastState": last,
+            "restartCount": old.get("restartCount", 0) + 1,
+        }
+
+    return _each_container(pod, status, build)
+
+
+def restarted(pod: JsonObj, name: str, started_at: str) -> JsonObj:
+    """A container runs again after a restart; the pod is Ready once all of them are."""
+    uid = pod["metadata"]["uid"]
+
+    def build(container: JsonObj, old: JsonObj) -> JsonObj:
+        return _running(container, old, started_at, uid) if container["name"] == name else old
+
+    pod = _each_container(pod, dict(pod["status"]), build)
+    if all(c.get("ready") for c in pod["status"]["containerStatuses"]):
+        status = _with_conditions(
+            pod["status"], Ready=("True", None, None), ContainersReady=("True", None, None)
+        )
+        pod = {**pod, "status": status}
+    return pod
 
 
 def terminated(
@@ -104,10 +148,10 @@ def terminated(
     if reason is not None:
         status.update(reason=reason, message=message)
     uid = pod["metadata"]["uid"]
-    return _containers(pod, status, lambda c: _terminated(c, ends[c["name"]], uid))
+    return _containers(pod, status, lambda c: _terminated(c, ends[c["name"]], uid, _old(pod, c)))
 
 
-def _terminated(container: JsonObj, end: Termination, uid: str) -> JsonObj:
+def _terminated(container: JsonObj, end: Termination, uid: str, old: JsonObj) -> JsonObj:
     state: JsonObj = {
         "exitCode": end.exit_code,
         "reason": end.reason,
@@ -117,31 +161,47 @@ def _terminated(container: JsonObj, end: Termination, uid: str) -> JsonObj:
     }
     if end.message:
         state["message"] = end.message
-    return {**_base(container), "state": {"terminated": state}, "started": False}
+    return {**_base(container, old), "state": {"terminated": state}, "started": False}
 
 
 def _waiting(container: JsonObj, reason: str, message: str | None) -> JsonObj:
     state: JsonObj = {"reason": reason}
     if message:
         state["message"] = message
-    return {**_base(container), "state": {"waiting": state}}
+    return {**_base(container, {}), "state": {"waiting": state}}
 
 
-def _base(container: JsonObj) -> JsonObj:
+def _base(container: JsonObj, old: JsonObj) -> JsonObj:
+    """A fresh status entry that keeps what survives a restart: restartCount and lastState."""
     return {
         "name": container["name"],
         "state": {},
-        "lastState": {},
+        "lastState": old.get("lastState") or {},
         "ready": False,
-        "restartCount": 0,
+        "restartCount": old.get("restartCount", 0),
         "image": container["image"],
         "imageID": "",
         "started": False,
     }
 
 
+def _old(pod: JsonObj, container: JsonObj) -> JsonObj:
+    """The container's current status entry, or {} before it has one."""
+    for entry in pod["status"].get("containerStatuses") or []:
+        if entry["name"] == container["name"]:
+            return dict(entry)
+    return {}
+
+
 def _containers(pod: JsonObj, status: JsonObj, build: Callable[[JsonObj], JsonObj]) -> JsonObj:
     status["containerStatuses"] = [build(c) for c in pod["spec"]["containers"]]
+    return {**pod, "status": status}
+
+
+def _each_container(
+    pod: JsonObj, status: JsonObj, build: Callable[[JsonObj, JsonObj], JsonObj]
+) -> JsonObj:
+    status["containerStatuses"] = [build(c, _old(pod, c)) for c in pod["spec"]["containers"]]
     return {**pod, "status": status}
 
 

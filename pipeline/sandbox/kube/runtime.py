@@ -11,65 +11,16 @@ import contextlib
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
 from typing import Protocol
 
+from .logs import LogBuffer
 from .status import JsonObj
 
-LOG_LIMIT = 4 * 1024 * 1024  # bytes kept per container, newest win, as kubelet log rotation
 _VAR_REF = re.compile(r"\$\$|\$\(([-._A-Za-z0-9]+)\)")
 
 
 class StartError(Exception):
     """The container could not start (kubelet reports StartError, exit code 128)."""
-
-
-class LogBuffer:
-    """One container's output, readable whole, by tail, or followed as it grows."""
-
-    def __init__(self) -> None:
-        self._data = bytearray()
-        self._dropped = 0
-        self.closed = False
-        self._changed = asyncio.Event()
-
-    def append(self, chunk: bytes) -> None:
-        self._data += chunk
-        if len(self._data) > LOG_LIMIT:
-            excess = len(self._data) - LOG_LIMIT
-            del self._data[:excess]
-            self._dropped += excess
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def text(self, tail_lines: int | None = None) -> bytes:
-        data = bytes(self._data)
-        if tail_lines is None:
-            return data
-        lines = data.splitlines(keepends=True)
-        return b"".join(lines[-tail_lines:]) if tail_lines > 0 else b""
-
-    async def follow(self, tail_lines: int | None = None) -> AsyncIterator[bytes]:
-        """Yield the current text, then every new chunk until the container ends."""
-        chunk = self.text(tail_lines)
-        offset = self._dropped + len(self._data)
-        while True:
-            if chunk:
-                yield chunk
-            if self.closed:
-                return
-            changed = self._changed
-            await changed.wait()
-            start = max(offset - self._dropped, 0)
-            chunk = bytes(self._data[start:])
-            offset = self._dropped + len(self._data)
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 class ContainerRun(Protocol):
@@ -79,17 +30,32 @@ class ContainerRun(Protocol):
 
 
 class SimulatedRun:
-    """Runs for `seconds`, then exits with `exit_code`; `stop` exits 143 like SIGTERM."""
+    """Runs for `seconds`, then exits with `exit_code`; `stop` exits 143 like SIGTERM.
 
-    def __init__(self, seconds: float, exit_code: int, output: str, log: LogBuffer) -> None:
+    Its output is the `output` text when given; otherwise a start line now and an exit line
+    at the end, so `kubectl logs` (with `-f` or `--timestamps`) shows something plausible.
+    """
+
+    def __init__(
+        self, seconds: float, exit_code: int, output: str, log: LogBuffer, container: JsonObj
+    ) -> None:
         self._seconds = seconds
         self._exit_code = exit_code
+        self._quiet = bool(output)
         if output:
             log.append(output.encode() + (b"" if output.endswith("\n") else b"\n"))
+        else:
+            argv = " ".join(
+                str(a) for a in (container.get("command") or []) + (container.get("args") or [])
+            )
+            what = argv or container.get("image", "")
+            log.append(f"sandbox: simulating {container['name']}: {what}\n".encode())
         self._log = log
 
     async def wait(self) -> int:
         await asyncio.sleep(self._seconds)
+        if not self._quiet:
+            self._log.append(f"sandbox: exited with code {self._exit_code}\n".encode())
         self._log.close()
         return self._exit_code
 

@@ -14,11 +14,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import listing
+from . import listing, podlog, table
+from .discovery import POD_RESOURCE, discovery_routes
 from .faults import Faults
 from .kubelet import Kubelet
 from .patch import apply_patch
 from .pods import new_pod, parse_body, rfc3339
+from .query import flag, integer
 from .selectors import parse_selector
 from .status import ApiError, JsonObj, bad_request, conflict, invalid, unauthorized
 from .store import PodStore, pod_key
@@ -115,23 +117,41 @@ class PodApi:
 
     async def get(self, request: web.Request) -> web.Response:
         await self.admit("get")
-        return json_response(self.store.get(_key(request)))
+        pod = self.store.get(_key(request))
+        if not request.path.endswith("/status") and table.wants_table(
+            request.headers.get("Accept", "")
+        ):
+            meta = {"resourceVersion": pod["metadata"]["resourceVersion"]}
+            return json_response(_pod_table([pod], request, meta))
+        return json_response(pod)
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info.get("namespace")
         query = dict(request.query)
         selector = parse_selector(query.get("labelSelector"), query.get("fieldSelector"))
-        if query.get("watch") in ("true", "1"):
+        if flag(query, "watch"):
             await self.admit("watch")
             watch = WatchRequest.from_query(namespace, selector, query)
-            stream = WatchStream(self.store, self.faults, watch, self._bookmark_interval)
+            as_table = None
+            if table.wants_table(request.headers.get("Accept", "")):
+                include = table.include_object(query)
+
+                def as_table(pod: JsonObj, headers: bool) -> JsonObj:
+                    return table.table(
+                        [pod], table.POD_COLUMNS, table.pod_row, include=include, headers=headers
+                    )
+
+            stream = WatchStream(self.store, self.faults, watch, self._bookmark_interval, as_table)
             self._watches.add(stream)
             try:
                 return await stream.serve(request)
             finally:
                 self._watches.discard(stream)
         await self.admit("list")
-        return json_response(listing.list_pods(self.store, namespace, selector, query))
+        pods = listing.list_pods(self.store, namespace, selector, query)
+        if _wants_table(request):
+            return json_response(_pod_table(pods["items"], request, pods["metadata"]))
+        return json_response(pods)
 
     async def replace(self, request: web.Request) -> web.Response:
         await self.admit("update")
@@ -166,20 +186,9 @@ class PodApi:
         await self.admit("log")
         key = _key(request)
         pod = self.store.get(key)
-        name = _log_container(pod, request.query.get("container"))
-        buffer = self.kubelet.logs.get(key, {}).get(name)
-        if buffer is None:
-            reason = _waiting_reason(pod, name)
-            raise bad_request(f'container "{name}" in pod "{key[1]}" is waiting to start: {reason}')
-        tail = _optional_int(request.query.get("tailLines"), "tailLines")
-        if request.query.get("follow") not in ("true", "1"):
-            return web.Response(body=buffer.text(tail), content_type="text/plain")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await response.prepare(request)
-        async for chunk in buffer.follow(tail):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        window = podlog.log_window(request.query)
+        buffer = podlog.pick_buffer(pod, self.kubelet.logs.get(key, {}), request.query)
+        return await podlog.respond(request, buffer, window)
 
     def _update(self, request: web.Request, old: JsonObj, new: JsonObj) -> JsonObj:
         """PUT/PATCH semantics for the pod or its status subresource; no-ops keep the RV."""
@@ -233,7 +242,7 @@ class PodApi:
 
 def build_app(api: PodApi, token: str | None, extra_routes: list[web.RouteDef]) -> web.Application:
     app = web.Application(middlewares=[_errors_middleware(token)], client_max_size=16 * 1024 * 1024)
-    app.add_routes(api.routes() + extra_routes + _discovery_routes())
+    app.add_routes(api.routes() + extra_routes + _probe_routes() + discovery_routes([POD_RESOURCE]))
     return app
 
 
@@ -268,36 +277,11 @@ def _errors_middleware(token: str | None) -> Any:
     return middleware
 
 
-def _discovery_routes() -> list[web.RouteDef]:
+def _probe_routes() -> list[web.RouteDef]:
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    async def version(_: web.Request) -> web.Response:
-        return json_response(
-            {
-                "major": "1",
-                "minor": "31",
-                "gitVersion": "v1.31.0-sandbox",
-                "platform": "linux/amd64",
-            }
-        )
-
-    async def resources(_: web.Request) -> web.Response:
-        verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        pods = {
-            "name": "pods",
-            "singularName": "pod",
-            "namespaced": True,
-            "kind": "Pod",
-            "verbs": verbs,
-        }
-        body = {"kind": "APIResourceList", "groupVersion": "v1", "resources": [pods]}
-        return json_response(body)
-
-    return [web.get(p, ok) for p in ("/healthz", "/livez", "/readyz")] + [
-        web.get("/version", version),
-        web.get("/api/v1", resources),
-    ]
+    return [web.get(p, ok) for p in ("/healthz", "/livez", "/readyz")]
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -315,7 +299,7 @@ async def _delete_options(request: web.Request) -> JsonObj:
         raise bad_request("DeleteOptions must be a JSON object")
     grace = request.query.get("gracePeriodSeconds")
     if grace is not None:
-        options["gracePeriodSeconds"] = _optional_int(grace, "gracePeriodSeconds")
+        options["gracePeriodSeconds"] = integer(request.query, "gracePeriodSeconds")
     return options
 
 
@@ -336,36 +320,14 @@ def _check(pod: JsonObj, causes: list[JsonObj]) -> None:
         raise invalid(pod["metadata"].get("name", ""), causes)
 
 
+def _pod_table(pods: list[JsonObj], request: web.Request, metadata: JsonObj) -> JsonObj:
+    include = table.include_object(request.query)
+    return table.pod_table(pods, metadata=metadata, include=include)
+
+
+def _wants_table(request: web.Request) -> bool:
+    return table.wants_table(request.headers.get("Accept", ""))
+
+
 def _key(request: web.Request) -> tuple[str, str]:
     return request.match_info["namespace"], request.match_info["name"]
-
-
-def _optional_int(text: str | None, name: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer") from None
-
-
-def _log_container(pod: JsonObj, requested: str | None) -> str:
-    names = [c["name"] for c in pod["spec"]["containers"]]
-    if requested is None:
-        if len(names) > 1:
-            pod_name = pod["metadata"]["name"]
-            choices = " ".join(names)
-            raise bad_request(
-                f"a container name must be specified for pod {pod_name}, choose one of: [{choices}]"
-            )
-        return str(names[0])
-    if requested not in names:
-        raise bad_request(f"container {requested} is not valid for pod {pod['metadata']['name']}")
-    return requested
-
-
-def _waiting_reason(pod: JsonObj, container: str) -> str:
-    for status in pod["status"].get("containerStatuses") or []:
-        if status["name"] == container:
-            return str(status["state"].get("waiting", {}).get("reason", "ContainerCreating"))
-    return "ContainerCreating"

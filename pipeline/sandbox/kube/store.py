@@ -167,7 +167,8 @@ class PodStore:
         sets = [self._label_candidates(r) for r in selector.labels]
         name = selector.field_equals("metadata.name")
         if name is not None:
-            sets.append({(namespace, name)} if namespace else self._named(name))
+            named = {(namespace, name)} & self._pods.keys() if namespace else self._named(name)
+            sets.append(named)
         phase = selector.field_equals("status.phase")
         if phase is not None:
             sets.append(self._by_phase.get(phase, set()))

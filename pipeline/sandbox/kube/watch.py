@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 
 from .faults import Faults
+from .query import flag
 from .selectors import PodSelector
-from .status import ApiError, bad_request
+from .status import ApiError, JsonObj, bad_request
 from .store import Event, PodStore
+
+AsTable = Callable[[JsonObj, bool], JsonObj]  # (object, with column definitions) -> Table
 
 DEFAULT_TIMEOUT_SECONDS = 1800  # apiserver's --min-request-timeout
 
@@ -45,7 +49,7 @@ class WatchRequest:
             selector=selector,
             resource_version=query.get("resourceVersion") or None,
             timeout_seconds=timeout,
-            bookmarks=query.get("allowWatchBookmarks") in ("true", "1"),
+            bookmarks=flag(query, "allowWatchBookmarks"),
         )
 
 
@@ -53,9 +57,16 @@ class WatchStream:
     """One client's watch: subscribed to the store from the moment it is created."""
 
     def __init__(
-        self, store: PodStore, faults: Faults, watch: WatchRequest, bookmark_interval: float
+        self,
+        store: PodStore,
+        faults: Faults,
+        watch: WatchRequest,
+        bookmark_interval: float,
+        as_table: AsTable | None = None,
     ) -> None:
         self._store = store
+        self._as_table = as_table  # Table watches: column definitions in the first event only
+        self._headers_due = True
         self._watch = watch
         self._bookmark_interval = bookmark_interval
         self._drop_after = faults.config.watch_drop_after_events
@@ -88,7 +99,7 @@ class WatchStream:
             return [_error_frame(ApiError(410, "Expired", "too old resource version"))]
         if rv is None or rv == "0":
             pods = self._store.select(self._watch.namespace, self._watch.selector)
-            return [orjson.dumps({"type": "ADDED", "object": p}) + b"\n" for p in pods]
+            return [self._encode("ADDED", p, None) for p in pods]
         try:
             events = self._store.events_after(_parse_rv(rv))
             return [f for f in map(self._frame, events) if f is not None]
@@ -130,14 +141,23 @@ class WatchStream:
         if watch.namespace is not None and event.obj["metadata"]["namespace"] != watch.namespace:
             return None
         if not watch.selector.labels and not watch.selector.fields:
-            return event.line(event.type)
+            return self._encode(event.type, event.obj, event)
         now = event.type != "DELETED" and watch.selector.matches(event.obj)
         before = event.prev is not None and watch.selector.matches(event.prev)
         if event.type == "DELETED":
-            return event.line("DELETED") if before else None
+            return self._encode("DELETED", event.obj, event) if before else None
         if now:
-            return event.line("MODIFIED" if before else "ADDED")
-        return event.line("DELETED") if before else None
+            return self._encode("MODIFIED" if before else "ADDED", event.obj, event)
+        return self._encode("DELETED", event.obj, event) if before else None
+
+    def _encode(self, event_type: str, obj: JsonObj, event: Event | None) -> bytes:
+        """One frame; the stored event's cached line unless the client asked for Tables."""
+        if self._as_table is not None:
+            obj = self._as_table(obj, self._headers_due)
+            self._headers_due = False
+        elif event is not None:
+            return event.line(event_type)
+        return orjson.dumps({"type": event_type, "object": obj}) + b"\n"
 
     def _bookmark(self) -> bytes:
         obj = {

@@ -1,0 +1,170 @@
+"""The real kubectl against the emulator (or a real cluster, see tests/fixtures/kubectl.py).
+
+Each test reads what a user reads: kubectl's output and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+
+import pytest
+
+from tests.fixtures.kubectl import Cluster
+
+pytestmark = pytest.mark.integration
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")
+
+
+def columns(table_text: str) -> list[list[str]]:
+    """kubectl's table output split into cells (columns are separated by 2+ spaces)."""
+    return [re.split(r"\s{2,}", line.strip()) for line in table_text.strip().splitlines()]
+
+
+def row(cluster: Cluster, name: str, *args: str) -> dict[str, str]:
+    header, *rows = columns(cluster.ok("get", "pod", name, *args))
+    assert len(rows) == 1
+    return dict(zip(header, rows[0], strict=True))
+
+
+def wait_for(cluster: Cluster, name: str, condition: str, timeout: str = "60s") -> None:
+    cluster.ok("wait", f"--for={condition}", f"pod/{name}", f"--timeout={timeout}", timeout=90)
+
+
+def test_version_reports_the_server(cluster: Cluster) -> None:
+    version = json.loads(cluster.ok("version", "-o", "json"))
+    assert version["serverVersion"]["major"] == "1"
+    assert version["serverVersion"]["gitVersion"].startswith("v1.")
+
+
+def test_api_resources_lists_pods_with_their_short_name(cluster: Cluster) -> None:
+    header, *rows = columns(cluster.ok("api-resources", "--api-group="))
+    pods = next(dict(zip(header, r, strict=True)) for r in rows if r[0] == "pods")
+    assert pods == {
+        "NAME": "pods",
+        "SHORTNAMES": "po",
+        "APIVERSION": "v1",
+        "NAMESPACED": "true",
+        "KIND": "Pod",
+    }
+
+
+def test_get_pods_in_an_empty_namespace_says_so(cluster: Cluster) -> None:
+    namespace = f"empty-{uuid.uuid4().hex[:6]}"
+    result = cluster.kubectl("get", "pods", f"--namespace={namespace}")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr.strip() == f"No resources found in {namespace} namespace."
+
+
+def test_get_a_missing_pod_is_not_found(cluster: Cluster) -> None:
+    result = cluster.kubectl("get", "pod", "no-such-pod")
+    assert result.returncode == 1
+    assert 'Error from server (NotFound): pods "no-such-pod" not found' in result.stderr
+
+
+def test_running_pod_shows_ready_running_and_wide_columns(cluster: Cluster) -> None:
+    name = cluster.name("runs")
+    cluster.create_pod(name, "echo started; sleep 60")
+    wait_for(cluster, name, "condition=Ready")
+    cells = row(cluster, name)
+    assert list(cells) == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert (cells["NAME"], cells["READY"], cells["STATUS"], cells["RESTARTS"]) == (
+        name,
+        "1/1",
+        "Running",
+        "0",
+    )
+    assert re.fullmatch(r"\d+s", cells["AGE"])
+    wide = row(cluster, name, "-o", "wide")
+    assert list(wide)[5:] == ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", wide["IP"])
+    assert wide["NODE"] not in ("", "<none>")
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
+@pytest.mark.parametrize(("script", "status"), [("exit 0", "Completed"), ("exit 3", "Error")])
+def test_finished_pod_status_is_completed_or_error(
+    cluster: Cluster, script: str, status: str
+) -> None:
+    name = cluster.name("ends")
+    cluster.create_pod(name, script)
+    phase = "Succeeded" if status == "Completed" else "Failed"
+    wait_for(cluster, name, f"jsonpath={{.status.phase}}={phase}")
+    cells = row(cluster, name)
+    assert (cells["READY"], cells["STATUS"], cells["RESTARTS"]) == ("0/1", status, "0")
+
+
+def test_logs_with_tail_timestamps_limit_and_since(cluster: Cluster) -> None:
+    name = cluster.name("logs")
+    cluster.create_pod(name, "echo one; echo two; echo three")
+    wait_for(cluster, name, "jsonpath={.status.phase}=Succeeded")
+    assert cluster.ok("logs", name) == "one\ntwo\nthree\n"
+    assert cluster.ok("logs", name, "--tail=1") == "three\n"
+    assert cluster.ok("logs", name, "--limit-bytes=6") == "one\ntw"
+    assert cluster.ok("logs", name, "--since=1h") == "one\ntwo\nthree\n"
+    stamped = cluster.ok("logs", name, "--timestamps").splitlines()
+    assert [TIMESTAMP.sub("", line) for line in stamped] == ["one", "two", "three"]
+    assert all(TIMESTAMP.match(line) for line in stamped)
+
+
+def test_logs_follow_streams_until_the_container_exits(cluster: Cluster) -> None:
+    name = cluster.name("follow")
+    cluster.create_pod(name, "for i in 1 2 3; do echo tick $i; sleep 0.3; done")
+    wait_for(cluster, name, "condition=Ready")
+    assert cluster.ok("logs", "-f", name, timeout=60) == "tick 1\ntick 2\ntick 3\n"
+
+
+def test_logs_previous_reads_the_crashed_run(cluster: Cluster) -> None:
+    name = cluster.name("crash")
+    cluster.create_pod(name, "echo crashing; exit 1", restart_policy="OnFailure")
+    last_reason = "{.status.containerStatuses[0].lastState.terminated.reason}"
+    wait_for(cluster, name, f"jsonpath={last_reason}=Error")
+    assert cluster.ok("logs", name, "--previous") == "crashing\n"
+    status = row(cluster, name)["STATUS"]
+    assert status in ("CrashLoopBackOff", "Running", "Error")
+    restarts = row(cluster, name)["RESTARTS"]
+    assert re.fullmatch(r"\d+ \(\d+[smh]\d*[smh]? ago\)", restarts)
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
+def test_logs_previous_of_a_container_never_restarted_is_an_error(cluster: Cluster) -> None:
+    name = cluster.name("once")
+    cluster.create_pod(name, "echo once")
+    wait_for(cluster, name, "jsonpath={.status.phase}=Succeeded")
+    result = cluster.kubectl("logs", name, "--previous")
+    assert result.returncode == 1
+    assert f'previous terminated container "main" in pod "{name}" not found' in result.stderr
+
+
+def test_graceful_delete_sends_sigterm_and_shows_terminating(cluster: Cluster) -> None:
+    name = cluster.name("term")
+    script = "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
+    cluster.create_pod(name, script, grace=30)
+    wait_for(cluster, name, "condition=Ready")
+    follow = subprocess.Popen(
+        cluster.argv("logs", "-f", name), stdout=subprocess.PIPE, text=True, env=cluster.env()
+    )
+    try:
+        assert follow.stdout is not None and follow.stdout.readline() == "ready\n"
+        deleted = cluster.kubectl("delete", "pod", name, timeout=60)
+        out, _ = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert deleted.returncode == 0
+    assert deleted.stdout.strip() == f'pod "{name}" deleted'
+    assert out.splitlines()[-1] == "got TERM"  # the sandbox signals the whole process group
+    assert cluster.kubectl("get", "pod", name).returncode == 1
+
+
+def test_delete_without_wait_leaves_the_pod_terminating_until_sigkill(cluster: Cluster) -> None:
+    name = cluster.name("stubborn")
+    cluster.create_pod(name, "trap '' TERM; while true; do sleep 0.1; done", grace=2)
+    wait_for(cluster, name, "condition=Ready")
+    cluster.ok("delete", "pod", name, "--wait=false")
+    assert row(cluster, name)["STATUS"] == "Terminating"
+    wait_for(cluster, name, "delete", timeout="60s")
+    assert cluster.kubectl("get", "pod", name).returncode == 1
