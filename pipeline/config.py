@@ -313,7 +313,11 @@ class LogsSettings(SettingsGroup):
 class RuntimeSettings(SettingsGroup):
     """What every stage process shares: health port, shutdown deadline, logging."""
 
-    http_host: str = "0.0.0.0"
+    http_host: str = Field(
+        "0.0.0.0",
+        description="Bind address of the health/metrics port and the reducer's API: every "
+        "interface for probes in a pod; `pipeline dev` binds 127.0.0.1.",
+    )
     http_port: int = Field(8080, ge=0, le=65535, description="/healthz /readyz /metrics; 0 picks.")
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Hard deadline for a clean stop.")
     log_level: str = "INFO"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import time
 from collections import Counter
@@ -35,6 +36,15 @@ def endpoints(env: DevEnvironment) -> Table:
         table.add_row(f"{name} health/metrics", f"http://127.0.0.1:{port}")
     table.add_row("logs", str(env.work_dir))
     return table
+
+
+def print_exports(env: DevEnvironment) -> None:
+    """How a second terminal points the CLI at this sandbox: the lines, and a file of them."""
+    path = env.write_env_file()
+    console.print(f"To use it from another terminal: source {path}", soft_wrap=True)
+    for name, value in env.client_env().items():
+        shown = mask_url(value) if "CELERY" in name else value
+        console.print(f"  export {name}={shlex.quote(shown)}", soft_wrap=True, markup=False)
 
 
 async def run_states(session: aiohttp.ClientSession, api_url: str, run_id: str) -> list[Any]:
@@ -115,6 +125,7 @@ async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> Non
     async with dev_environment(options) as env:
         await env.wait_ready()
         console.print(endpoints(env))
+        print_exports(env)
         if demo is None:
             console.print("ready; Ctrl-C stops everything")
             await asyncio.Event().wait()
@@ -143,11 +154,22 @@ def dev(
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Keep logs here (default: a temp dir).")
     ] = None,
+    random_ports: Annotated[
+        bool,
+        typer.Option(
+            "--random-ports",
+            help="Free ports for the broker and the state API, not the defaults 9092 and 8090.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole pipeline on loopback, without Docker (Ctrl-C stops everything)."""
+    """Run the whole pipeline on loopback, without Docker (Ctrl-C stops everything).
+
+    The broker listens on 127.0.0.1:9092 and the state API on 8090 when those are free (what
+    the CLI expects unconfigured); it prints, and writes to dev.env in the work dir, the
+    `export PIPELINE_...` lines that point another terminal at it."""
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-    options = DevOptions(partitions=partitions, work_dir=work_dir)
+    options = DevOptions(partitions=partitions, work_dir=work_dir, default_ports=not random_ports)
     try:
         run(_dev(demo, keep_running, options))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import socket
 import sys
 import tempfile
@@ -28,6 +29,23 @@ from pipeline.sandbox.processes import ProcessGroup
 from pipeline.stages import STAGES
 
 CELERY_QUEUES = ("default",)
+LOOPBACK = "127.0.0.1"
+DEFAULT_BROKER_PORT = 9092
+"""The port of `kafka.bootstrap_servers`' default, which `pipeline dev` takes when it is free."""
+DEFAULT_API_PORT = 8090
+"""`reducer.api_port`'s default, likewise."""
+ENV_FILE = "dev.env"
+"""The `export PIPELINE_…` lines a second terminal sources, in the work dir."""
+
+
+def port_or_free(preferred: int) -> int:
+    """`preferred` when it can be bound on loopback now, else a free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, preferred))
+        except OSError:
+            return free_port(LOOPBACK)
+    return preferred
 
 
 def redis_answers(url: str) -> bool:
@@ -70,6 +88,9 @@ class DevOptions:
     timings: Timings | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     work_dir: Path | None = None
+    default_ports: bool = False
+    """Broker on 9092 and reducer API on 8090 when free (the documented defaults, so the CLI
+    works unconfigured); else, and for tests, free ports."""
 
 
 @dataclass
@@ -84,10 +105,33 @@ class DevEnvironment:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.reducer.api_port}"
+        return f"http://{LOOPBACK}:{self.settings.reducer.api_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """The settings a CLI or worker in another terminal needs to use this sandbox."""
+        celery = self.settings.celery
+        env = {
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka.bootstrap_servers,
+            "PIPELINE_REDUCER_API_URL": self.api_url,
+            "PIPELINE_KUBE_CONFIG": str(self.emulator.kubeconfig_path),
+            "PIPELINE_CELERY_BROKER_URL": celery.broker_url.get_secret_value(),
+            "PIPELINE_CELERY_RESULT_BACKEND": celery.result_backend.get_secret_value(),
+        }
+        if celery.broker_transport_options:
+            options = orjson.dumps(celery.broker_transport_options).decode()
+            env["PIPELINE_CELERY_BROKER_TRANSPORT_OPTIONS"] = options
+        return env
+
+    def write_env_file(self) -> Path:
+        """`export` lines for `client_env`, readable by the owner only (URLs may hold secrets)."""
+        path = self.work_dir / ENV_FILE
+        lines = [f"export {name}={shlex.quote(value)}" for name, value in self.client_env().items()]
+        path.touch(mode=0o600)
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def stage_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.http_ports[name]}"
+        return f"http://{LOOPBACK}:{self.http_ports[name]}"
 
     def readiness_urls(self) -> dict[str, str]:
         return {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
@@ -124,7 +168,10 @@ def stage_env(bootstrap: str, kubeconfig: Path, options: DevOptions) -> dict[str
         "PIPELINE_TOPIC_PARTITIONS": str(options.partitions),
         "PIPELINE_SECURITY_ALLOWED_COMMANDS": orjson.dumps(allowed).decode(),
         "PIPELINE_RUNTIME_LOG_FORMAT": "json",
-        "PIPELINE_REDUCER_API_PORT": str(free_port()),
+        "PIPELINE_RUNTIME_HTTP_HOST": LOOPBACK,  # the reducer's API binds this too
+        "PIPELINE_REDUCER_API_PORT": str(
+            port_or_free(DEFAULT_API_PORT) if options.default_ports else free_port()
+        ),
         **options.extra_env,
     }
 
@@ -137,7 +184,8 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
         work_dir = options.work_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-dev-"))
         )
-        broker = stack.enter_context(tansu_broker(log_dir=work_dir))
+        broker_port = port_or_free(DEFAULT_BROKER_PORT) if options.default_ports else None
+        broker = stack.enter_context(tansu_broker(broker_port, host=LOOPBACK, log_dir=work_dir))
         async with KubeEmulator(
             mode=options.kube_mode, faults=options.faults, timings=options.timings
         ) as emulator:

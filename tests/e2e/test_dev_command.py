@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -55,7 +57,8 @@ async def start_dev(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     env |= {"PIPELINE_CELERY_BROKER_URL": celery_url, "PIPELINE_CELERY_RESULT_BACKEND": celery_url}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "dev", "--work-dir", str(work_dir), *args,
+        sys.executable, "-m", "pipeline", "dev", "--work-dir", str(work_dir), "--random-ports",
+        *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
 
@@ -79,12 +82,37 @@ async def test_demo_runs_every_task_to_its_expected_end(
         assert client.dbsize() > 0, "Celery ran on the Redis it was given"
 
 
-async def test_ctrl_c_stops_everything_and_leaves_no_process(tmp_path: Path) -> None:
+def exported(path: Path) -> dict[str, str]:
+    """The variables of an `export NAME=VALUE` file, as a shell would read them."""
+    pairs = (shlex.split(line.removeprefix("export "))[0] for line in path.read_text().splitlines())
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+async def test_a_second_terminal_uses_the_printed_exports_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
     process = await start_dev(work_dir=tmp_path)  # and Celery on the server-less transport
     assert process.stdout is not None
+    lines: list[str] = []
     async with asyncio.timeout(180):
-        while b"ready; Ctrl-C stops everything" not in await process.stdout.readline():
-            assert process.returncode is None
+        while not lines or "ready; Ctrl-C stops everything" not in lines[-1]:
+            line = (await process.stdout.readline()).decode()
+            assert line, "".join(lines)  # end of output: dev exited
+            lines.append(line)
+    [source] = [line.split("source ", 1)[1].strip() for line in lines if "source " in line]
+    env_file = Path(source)
+    assert env_file == tmp_path / "dev.env"
+    assert os.stat(env_file).st_mode & 0o077 == 0, "only the owner reads it"
+    exports = exported(env_file)
+    assert {f"  export {k}={shlex.quote(v)}\n" for k, v in exports.items()} <= set(lines)
+    second_terminal = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeline", "status", "--json",
+        env=second_terminal | exports, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    answer, _ = await asyncio.wait_for(status.communicate(), 60)
+    assert status.returncode == 0, answer
+    assert orjson.loads(answer) == {"tasks": []}, "reached this sandbox's (empty) state API"
     started = descendants(process.pid)
     assert len(started) >= 8, "broker, worker and six stages"
     assert (tmp_path / "celery-broker").is_dir(), "no Redis answered: the filesystem transport"

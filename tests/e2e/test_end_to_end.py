@@ -7,6 +7,7 @@ messages and duplicate submissions; then the same again with every stage restart
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -90,6 +91,28 @@ def assert_outcomes(work: Workload, found: dict[TaskKey, dict[str, Any]]) -> Non
         str(k): found[k].get("executor") for k in work.expected if work.executors[k] != "none"
     }
     assert executors == {str(k): e for k, e in work.executors.items() if e != "none"}
+
+
+def listeners(port: int) -> set[str]:
+    """The local addresses listening on TCP `port`, in /proc/net/tcp's hex."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+async def test_everything_listens_on_loopback_only(pipeline_env: DevEnvironment) -> None:
+    ports = {
+        "broker": int(pipeline_env.settings.kafka.bootstrap_servers.rsplit(":", 1)[1]),
+        "state API": pipeline_env.settings.reducer.api_port,
+        "kube emulator": pipeline_env.emulator.port,
+    } | {f"{name} health": port for name, port in pipeline_env.http_ports.items()}
+    bound = {name: listeners(port) for name, port in ports.items()}
+    assert bound == {name: {"0100007F"} for name in ports}, "127.0.0.1, not 0.0.0.0 or [::]"
 
 
 async def test_every_task_reaches_exactly_its_expected_state(pipeline_env: DevEnvironment) -> None:
