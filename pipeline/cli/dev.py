@@ -34,7 +34,8 @@ def endpoints(env: DevEnvironment) -> Table:
     table.add_row("State API", env.api_url)
     for name, port in env.http_ports.items():
         table.add_row(f"{name} health/metrics", f"http://127.0.0.1:{port}")
-    table.add_row("logs", str(env.work_dir))
+    removed = " (removed on a clean exit; --work-dir keeps logs)" if env.temporary else ""
+    table.add_row("logs", f"{env.work_dir}{removed}")
     return table
 
 

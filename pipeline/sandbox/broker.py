@@ -83,10 +83,17 @@ def tansu_broker(
     env: dict[str, str] | None = None,
     start_timeout_s: float = 20.0,
 ) -> Iterator[RunningBroker]:
-    """Run a Tansu broker on a loopback port until the block ends; always cleaned up."""
+    """Run a Tansu broker on a loopback port until the block ends; always cleaned up, the
+    temporary log folder too when no `log_dir` is given."""
+    if log_dir is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="pipeline-broker-") as folder,
+            tansu_broker(port, host, storage, Path(folder), env, start_timeout_s) as broker,
+        ):
+            yield broker
+        return
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pipeline-broker-"))
     log_path = log_dir / f"tansu-{port}.log"
     command = [
         broker_binary(), "broker",

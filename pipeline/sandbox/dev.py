@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -102,6 +103,8 @@ class DevEnvironment:
     processes: ProcessGroup
     work_dir: Path
     http_ports: dict[str, int]
+    temporary: bool = False
+    """`work_dir` is removed when the sandbox stops cleanly."""
 
     @property
     def api_url(self) -> str:
@@ -176,14 +179,31 @@ def stage_env(bootstrap: str, kubeconfig: Path, options: DevOptions) -> dict[str
     }
 
 
+@contextlib.contextmanager
+def work_folder(given: Path | None) -> Iterator[Path]:
+    """`given`, or a temporary folder that is removed when the block ends cleanly (a stop
+    included) and kept when it fails, so the logs an error points at are still there."""
+    if given is not None:
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-dev-"))
+    failed = False
+    try:
+        yield folder
+    except Exception:  # not Ctrl-C or a cancellation: those are clean stops
+        failed = True
+        raise
+    finally:
+        if not failed:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.asynccontextmanager
 async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[DevEnvironment]:
     """Start the whole sandbox; on exit stop every child, the emulator and the broker."""
     options = options or DevOptions()
     with contextlib.ExitStack() as stack:
-        work_dir = options.work_dir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-dev-"))
-        )
+        work_dir = stack.enter_context(work_folder(options.work_dir))
         broker_port = port_or_free(DEFAULT_BROKER_PORT) if options.default_ports else None
         broker = stack.enter_context(tansu_broker(broker_port, host=LOOPBACK, log_dir=work_dir))
         async with KubeEmulator(
@@ -204,7 +224,9 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
                 for name in STAGES:
                     port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports[name])}
                     await processes.start(name, "run", name, env=port)
-                yield DevEnvironment(settings, emulator, processes, work_dir, http_ports)
+                yield DevEnvironment(
+                    settings, emulator, processes, work_dir, http_ports, options.work_dir is None
+                )
             finally:
                 await processes.stop_all()
 
