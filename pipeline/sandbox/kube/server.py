@@ -7,17 +7,18 @@ streaming in `watch`. Every request first passes `Faults.admit` for its verb.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import listing, podlog, table
+from . import fields, listing, podlog, table
 from .discovery import POD_RESOURCE, discovery_routes
 from .faults import Faults
 from .kubelet import Kubelet
+from .openapi import openapi_routes
 from .patch import apply_patch
 from .pods import new_pod, parse_body, rfc3339
 from .query import flag, integer
@@ -30,6 +31,7 @@ from .watch import WatchRequest, WatchStream
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PODS = "/api/v1/namespaces/{namespace}/pods"
 POD = PODS + "/{name}"
+POD_DEFINITION = "io.k8s.api.core.v1.Pod"
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
 _PRESERVED_METADATA = (
     "uid",
@@ -48,8 +50,11 @@ class ServerStats:
     max_creates_in_flight: int = 0
 
 
-def json_response(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+def json_response(obj: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
+    response = web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+    for warning in warnings:  # RFC 7234 warn-code 299, as apiserver sends them
+        response.headers.add("Warning", f"299 - {orjson.dumps(warning).decode()}")
+    return response
 
 
 def status_response(error: ApiError) -> web.Response:
@@ -109,9 +114,10 @@ class PodApi:
         try:
             await self.admit("create")
             body = parse_body(await _read_json(request), request.match_info["namespace"])
+            body, warnings = _decode(request, body)
             pod = new_pod(body, self._random)
             _check(pod, validate_pod(pod))
-            return json_response(self.store.create(pod), 201)
+            return json_response(self.store.create(pod), 201, warnings)
         finally:
             self.stats.creates_in_flight -= 1
 
@@ -157,13 +163,15 @@ class PodApi:
         await self.admit("update")
         old = self.store.get(_key(request))
         body = parse_body(await _read_json(request), request.match_info["namespace"])
-        return json_response(self._update(request, old, body))
+        body, warnings = _decode(request, body)
+        return json_response(self._update(request, old, body), warnings=warnings)
 
     async def patch(self, request: web.Request) -> web.Response:
         await self.admit("patch")
         old = self.store.get(_key(request))
         patched = apply_patch(request.content_type, old, await _read_json(request))
-        return json_response(self._update(request, old, patched))
+        patched, warnings = _decode(request, patched)
+        return json_response(self._update(request, old, patched), warnings=warnings)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.admit("delete")
@@ -242,7 +250,13 @@ class PodApi:
 
 def build_app(api: PodApi, token: str | None, extra_routes: list[web.RouteDef]) -> web.Application:
     app = web.Application(middlewares=[_errors_middleware(token)], client_max_size=16 * 1024 * 1024)
-    app.add_routes(api.routes() + extra_routes + _probe_routes() + discovery_routes([POD_RESOURCE]))
+    app.add_routes(
+        api.routes()
+        + extra_routes
+        + _probe_routes()
+        + discovery_routes([POD_RESOURCE])
+        + openapi_routes([POD_RESOURCE])
+    )
     return app
 
 
@@ -327,6 +341,11 @@ def _pod_table(pods: list[JsonObj], request: web.Request, metadata: JsonObj) -> 
 
 def _wants_table(request: web.Request) -> bool:
     return table.wants_table(request.headers.get("Accept", ""))
+
+
+def _decode(request: web.Request, body: JsonObj) -> tuple[JsonObj, list[str]]:
+    """The body as a Pod decodes: undeclared fields dropped, reported per fieldValidation."""
+    return fields.decode(body, POD_DEFINITION, "Pod", fields.field_validation(request.query))
 
 
 def _key(request: web.Request) -> tuple[str, str]:

@@ -11,8 +11,9 @@ import subprocess
 import uuid
 
 import pytest
+import yaml
 
-from tests.fixtures.kubectl import Cluster
+from tests.fixtures.kubectl import Cluster, pod_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +169,53 @@ def test_delete_without_wait_leaves_the_pod_terminating_until_sigkill(cluster: C
     assert row(cluster, name)["STATUS"] == "Terminating"
     wait_for(cluster, name, "delete", timeout="60s")
     assert cluster.kubectl("get", "pod", name).returncode == 1
+
+
+def test_explain_reads_the_published_schema(cluster: Cluster) -> None:
+    text = cluster.ok("explain", "pod.spec.restartPolicy")
+    assert "KIND:       Pod" in text and "VERSION:    v1" in text
+    assert "FIELD: restartPolicy <string>" in text
+    assert "Restart policy for all containers within the pod." in text
+    fields = cluster.ok("explain", "pod.spec.containers")
+    assert "image\t<string>" in fields and "name\t<string> -required-" in fields
+
+
+def test_apply_validates_creates_and_configures(cluster: Cluster) -> None:
+    name = cluster.name("applied")
+    manifest = pod_yaml(name, "sleep 60", labels={"suite": "kubectl"})
+    created = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert (created.returncode, created.stdout.strip()) == (0, f"pod/{name} created")
+    manifest["metadata"]["labels"]["tier"] = "batch"
+    manifest["metadata"]["annotations"] = {"note": "second"}
+    configured = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert (configured.returncode, configured.stdout.strip()) == (0, f"pod/{name} configured")
+    unchanged = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert unchanged.stdout.strip() == f"pod/{name} unchanged"
+    pod = json.loads(cluster.ok("get", "pod", name, "-o", "json"))
+    assert pod["metadata"]["labels"] == {"suite": "kubectl", "tier": "batch"}
+    assert pod["metadata"]["annotations"]["note"] == "second"
+    last = json.loads(
+        pod["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    )
+    assert last["metadata"]["labels"]["tier"] == "batch"
+    del manifest["metadata"]["labels"]["tier"]
+    cluster.ok("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    labels = cluster.ok("get", "pod", name, "-o", "jsonpath={.metadata.labels}")
+    assert json.loads(labels) == {"suite": "kubectl"}
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
+def test_apply_rejects_an_unknown_field_and_warns_when_asked(cluster: Cluster) -> None:
+    name = cluster.name("typo")
+    manifest = pod_yaml(name, "sleep 1")
+    manifest["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    rejected = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert rejected.returncode == 1
+    assert 'strict decoding error: unknown field "spec.containers[0].imagePullPolcy"' in (
+        rejected.stderr
+    )
+    warned = cluster.kubectl("apply", "--validate=warn", "-f", "-", input=yaml.safe_dump(manifest))
+    assert warned.returncode == 0
+    assert 'Warning: unknown field "spec.containers[0].imagePullPolcy"' in warned.stderr
+    stored = json.loads(cluster.ok("get", "pod", name, "-o", "jsonpath={.spec.containers[0]}"))
+    assert "imagePullPolcy" not in stored
