@@ -44,6 +44,25 @@ class KafkaSettings(SettingsGroup):
     )
     linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     max_message_bytes: int = Field(1_000_000, ge=1024, description="Larger requests are rejected.")
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="Longest a consumer's fetch waits for data (Kafka's default, 500). Real "
+        "Kafka answers as soon as data is there; the sandbox broker holds every fetch this "
+        "long, so each hop costs about half of it there (its profile uses a low value).",
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="Consumer group session: a member silent this long loses its partitions. "
+        "A stage's own session_timeout_ms, when set, wins.",
+    )
+    heartbeat_interval_ms: int | None = Field(
+        None,
+        ge=100,
+        description="Group heartbeat period; unset (or above it) means a third of the session.",
+    )
 
 
 class TopicSettings(SettingsGroup):
@@ -156,8 +175,11 @@ class CelerySettings(SettingsGroup):
     monitor_group_id: str = Field(
         "pipeline-celery-monitor", description="Monitors sharing it split the events partitions."
     )
-    session_timeout_ms: int = Field(
-        10_000, ge=1000, description="A dispatcher or monitor silent this long loses partitions."
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        description="A dispatcher or monitor silent this long loses partitions; "
+        "unset: kafka.session_timeout_ms.",
     )
 
     @model_validator(mode="after")
@@ -190,8 +212,11 @@ class RouterSettings(SettingsGroup):
     group_id: str = Field(
         "pipeline-router", description="Consumer group; routers sharing it split the partitions."
     )
-    session_timeout_ms: int = Field(
-        10_000, ge=1000, description="A router silent this long loses its partitions to the rest."
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        description="A router silent this long loses its partitions to the rest; "
+        "unset: kafka.session_timeout_ms.",
     )
 
     @field_validator("default_target", mode="before")
@@ -216,8 +241,11 @@ class LauncherSettings(SettingsGroup):
     retry_max_s: float = Field(30.0, gt=0, description="Longest delay between retries.")
     commit_interval_s: float = Field(0.2, gt=0, description="How often finished offsets commit.")
     group_id: str = Field("pipeline-launcher", description="Consumer group of the launchers.")
-    session_timeout_ms: int = Field(
-        10_000, ge=1000, description="Group session: how soon a dead launcher's share moves."
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=1000,
+        description="Group session: how soon a dead launcher's share moves; "
+        "unset: kafka.session_timeout_ms.",
     )
 
 
@@ -290,12 +318,13 @@ class ReducerSettings(SettingsGroup):
         None,
         description="Bearer token the API's cancel endpoint requires; unset means no token.",
     )
-    session_timeout_s: float = Field(
-        10.0,
+    session_timeout_s: float | None = Field(
+        None,
         gt=0,
         le=90,
         description="Consumer group session timeout: a dead replica's partitions move after "
-        "this long (the sandbox broker also holds a JoinGroup for half of it).",
+        "this long (the sandbox broker also holds a JoinGroup for half of it); unset: "
+        "kafka.session_timeout_ms.",
     )
 
 

@@ -64,11 +64,38 @@ def make_producer(kafka: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
+def group_timeouts(kafka: KafkaSettings, session_timeout_ms: int | None = None) -> dict[str, int]:
+    """Session and heartbeat of a group member: the stage's own session if set, else kafka's.
+
+    The heartbeat is at most a third of the session (Kafka's advice), so a member survives
+    two lost heartbeats before the coordinator gives its partitions away.
+    """
+    session = session_timeout_ms or kafka.session_timeout_ms
+    heartbeat = min(kafka.heartbeat_interval_ms or session, session // 3)
+    return {"session_timeout_ms": session, "heartbeat_interval_ms": heartbeat}
+
+
 def make_consumer(
-    kafka: KafkaSettings, *topics: str, group_id: str | None, client_id: str, **extra: Any
+    kafka: KafkaSettings,
+    *topics: str,
+    group_id: str | None,
+    client_id: str,
+    session_timeout_ms: int | None = None,
+    **extra: Any,
 ) -> AIOKafkaConsumer:
-    """An at-least-once consumer: auto-commit off, earliest offset, unless `extra` says else."""
-    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+    """An at-least-once consumer: auto-commit off, earliest offset, unless `extra` says else.
+
+    Every consumer takes `fetch_max_wait_ms` from the settings: it bounds how long a hop can
+    sit in a held fetch (the whole wait on the sandbox broker), so it is a latency setting.
+    Group members also take the session/heartbeat from `group_timeouts`.
+    """
+    options: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+    }
+    if group_id is not None:
+        options |= group_timeouts(kafka, session_timeout_ms)
     return AIOKafkaConsumer(
         *topics,
         **connection_options(kafka),

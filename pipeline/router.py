@@ -59,7 +59,6 @@ class Router(runtime.Stage):
             group_id=config.router.group_id,
             client_id=STAGE,
             session_timeout_ms=config.router.session_timeout_ms,
-            heartbeat_interval_ms=config.router.session_timeout_ms // 3,
         )
         producer = make_producer(config.kafka, STAGE)
         async with started(producer, config.kafka), started(consumer, config.kafka):

@@ -32,6 +32,7 @@ from pipeline.config import Settings
 from pipeline.kafka import Batch, create_topics, make_consumer, make_producer, send_all, started
 from pipeline.messages import TaskKey, encode, make_request
 from pipeline.sandbox.broker import tansu_broker
+from pipeline.sandbox.profile import sandbox_env
 
 DEFAULT_N = 500
 REDIS = "redis://127.0.0.1:6379"
@@ -66,18 +67,22 @@ def bench_env(bootstrap: str, db: int, queue: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
     env = {f"PIPELINE_TOPIC_{role.upper()}": f"bench.{role}.{suffix}"
            for role in ("requests", "kubernetes", "celery", "events", "state", "dlq")}  # fmt: skip
-    return env | {
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "PIPELINE_TOPIC_PARTITIONS": "4",
-        "PIPELINE_CELERY_BROKER_URL": f"{REDIS}/{db}",
-        "PIPELINE_CELERY_RESULT_BACKEND": f"{REDIS}/{db}",
-        "PIPELINE_CELERY_QUEUES": orjson.dumps([queue]).decode(),
-        "PIPELINE_CELERY_MONITOR_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
-        "PIPELINE_CELERY_DISPATCHER_GROUP_ID": f"bench-dispatcher-{suffix}",
-        "PIPELINE_CELERY_MONITOR_GROUP_ID": f"bench-monitor-{suffix}",
-        "PIPELINE_SECURITY_ALLOWED_COMMANDS": orjson.dumps([COMMAND]).decode(),
-        "PIPELINE_RUNTIME_HTTP_PORT": "0",
-    }
+    return (
+        env
+        | sandbox_env()
+        | {
+            "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "PIPELINE_TOPIC_PARTITIONS": "4",
+            "PIPELINE_CELERY_BROKER_URL": f"{REDIS}/{db}",
+            "PIPELINE_CELERY_RESULT_BACKEND": f"{REDIS}/{db}",
+            "PIPELINE_CELERY_QUEUES": orjson.dumps([queue]).decode(),
+            "PIPELINE_CELERY_MONITOR_POLL_INTERVAL_S": str(POLL_INTERVAL_S),
+            "PIPELINE_CELERY_DISPATCHER_GROUP_ID": f"bench-dispatcher-{suffix}",
+            "PIPELINE_CELERY_MONITOR_GROUP_ID": f"bench-monitor-{suffix}",
+            "PIPELINE_SECURITY_ALLOWED_COMMANDS": orjson.dumps([COMMAND]).decode(),
+            "PIPELINE_RUNTIME_HTTP_PORT": "0",
+        }
+    )
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ from typing import Any
 from pipeline import messages, runtime
 from pipeline.bench import BenchResult
 from pipeline.config import (
-    KafkaSettings,
     KubeSettings,
     LauncherSettings,
     RuntimeSettings,
@@ -46,6 +45,7 @@ from pipeline.launcher.stage import LauncherStage
 from pipeline.messages import TaskKey, TaskRequest
 from pipeline.pods import pod_name
 from pipeline.sandbox.broker import free_port, tansu_broker
+from pipeline.sandbox.profile import sandbox_kafka
 
 DEFAULT_N = 2000
 CONCURRENCY = 16
@@ -155,7 +155,7 @@ def bench_settings(bootstrap: str, kubeconfig: Path) -> Settings:
     topics = {role: f"bench.{role}.{suffix}" for role in ("requests", "kubernetes", "celery",
               "events", "state", "dlq")}  # fmt: skip
     return Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        kafka=sandbox_kafka(bootstrap),
         topic=TopicSettings(**topics, partitions=PARTITIONS),
         kube=KubeSettings(config=kubeconfig),
         launcher=LauncherSettings(

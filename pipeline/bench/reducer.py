@@ -22,12 +22,13 @@ import aiohttp
 from aiokafka import TopicPartition
 
 from pipeline.bench import BenchResult
-from pipeline.config import KafkaSettings, Settings, TopicSettings
+from pipeline.config import Settings, TopicSettings
 from pipeline.kafka import create_topics, make_consumer, make_producer, send_all, started
 from pipeline.messages import State, TaskEvent, TaskKey, decode_event, encode, make_event
 from pipeline.reducer.fold import TaskState, fold_event, state_key
 from pipeline.replay import collect, read_range, rebuild_records
 from pipeline.sandbox.broker import free_port, tansu_broker
+from pipeline.sandbox.profile import sandbox_kafka
 
 DEFAULT_N = 20_000
 PARTITIONS = 4
@@ -146,7 +147,7 @@ def bench_settings(bootstrap: str) -> Settings:
     names = {r: f"bench.{r}.{suffix}" for r in ("requests", "kubernetes", "celery", "events",
              "state", "dlq")}  # fmt: skip
     return Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        kafka=sandbox_kafka(bootstrap),
         topic=TopicSettings(**names, partitions=PARTITIONS),
     )
 

@@ -16,7 +16,7 @@ import uuid
 
 from pipeline import messages
 from pipeline.bench import BenchResult
-from pipeline.config import KafkaSettings, RouterSettings, Settings, TopicSettings
+from pipeline.config import RouterSettings, Settings, TopicSettings
 from pipeline.kafka import (
     Batch,
     consume_batches,
@@ -29,6 +29,7 @@ from pipeline.kafka import (
 from pipeline.messages import TaskKey
 from pipeline.router import Router
 from pipeline.sandbox.broker import tansu_broker
+from pipeline.sandbox.profile import sandbox_kafka
 
 DEFAULT_N = 20_000
 ROUNDS = 3
@@ -128,7 +129,7 @@ def bench_settings(bootstrap: str) -> Settings:
     topics = {role: f"bench.{role}.{suffix}" for role in ("requests", "kubernetes", "celery",
               "events", "state", "dlq")}  # fmt: skip
     return Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        kafka=sandbox_kafka(bootstrap),
         topic=TopicSettings(**topics, partitions=PARTITIONS),
         router=RouterSettings(),
     )

@@ -117,7 +117,6 @@ class CeleryDispatcher(Stage):
         consumer = make_consumer(
             kafka, self.settings.topic.celery, group_id=celery.dispatcher_group_id,
             client_id=self.name, session_timeout_ms=celery.session_timeout_ms,
-            heartbeat_interval_ms=celery.session_timeout_ms // 3,
         )  # fmt: skip
         try:
             async with started(self.producer, kafka), started(consumer, kafka):

@@ -118,7 +118,6 @@ class CeleryMonitor(Stage):
         consumer = make_consumer(
             kafka, group_id=self.celery.monitor_group_id, client_id=self.name,
             session_timeout_ms=self.celery.session_timeout_ms,
-            heartbeat_interval_ms=self.celery.session_timeout_ms // 3,
         )  # fmt: skip
         async with started(self.producer, kafka), started(consumer, kafka):
             consumer.subscribe([self.settings.topic.events], listener=_ForgetRevoked(self.inflight))

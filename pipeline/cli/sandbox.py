@@ -11,6 +11,7 @@ import typer
 from pipeline.cli.common import console
 from pipeline.cli.sandbox_kube import Host, Port, kube
 from pipeline.sandbox.broker import tansu_broker
+from pipeline.sandbox.profile import sandbox_env
 
 sandbox_app = typer.Typer(help="Run the embedded dev environment's parts.", no_args_is_help=True)
 
@@ -29,6 +30,8 @@ def broker(
     with tansu_broker(port or None, host=host, storage=storage) as running:
         console.print(f"broker listening on {running.bootstrap_servers} (log {running.log_path})")
         console.print(f"export PIPELINE_KAFKA_BOOTSTRAP_SERVERS={running.bootstrap_servers}")
+        for name, value in sandbox_env().items():
+            console.print(f"export {name}={value}")
         try:
             while not stop.wait(0.5):
                 if running.process.poll() is not None:

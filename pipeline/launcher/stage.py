@@ -112,7 +112,6 @@ class LauncherStage(runtime.Stage):
             group_id=s.launcher.group_id,
             client_id="launcher",
             session_timeout_ms=s.launcher.session_timeout_ms,
-            heartbeat_interval_ms=s.launcher.session_timeout_ms // 3,
         )
         try:
             async with (

@@ -31,7 +31,7 @@ from faust.types import EventT, FutureMessage, StreamT
 
 from pipeline import logs
 from pipeline.config import Settings
-from pipeline.kafka import connection_options
+from pipeline.kafka import connection_options, group_timeouts
 from pipeline.messages import (
     InvalidMessage,
     TaskKey,
@@ -50,6 +50,7 @@ from pipeline.reducer.fold import (
     state_key,
 )
 from pipeline.reducer.recovery import table_manager_for
+from pipeline.reducer.transport import transport_for
 from pipeline.tasklogs import decode_task_log
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,10 @@ def faust_app(settings: Settings) -> faust.App:
     reducer, kafka = settings.reducer, settings.kafka
     app_id = reducer.app_id or f"reducer-{settings.topic.state}"
     data_dir = reducer.data_dir or Path(tempfile.gettempdir()) / f"pipeline-{app_id}"
-    return faust.App(
+    group = group_timeouts(
+        kafka, int(reducer.session_timeout_s * 1000) if reducer.session_timeout_s else None
+    )
+    app = faust.App(
         app_id,
         broker=";".join(f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")),
         broker_client_id=f"{kafka.client_id}-reducer",
@@ -262,7 +266,8 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic.replication_factor,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=reducer.session_timeout_s,
+        broker_session_timeout=group["session_timeout_ms"] / 1000,
+        broker_heartbeat_interval=group["heartbeat_interval_ms"] / 1000,
         web_enabled=True,
         web_bind=settings.runtime.http_host,
         web_port=reducer.api_port,
@@ -271,6 +276,8 @@ def faust_app(settings: Settings) -> faust.App:
         web_graph_enabled=False,
         TableManager=table_manager_for(kafka),
     )
+    app.transport = transport_for(kafka, app.conf.broker_consumer, app)
+    return app
 
 
 def _credentials(settings: Settings) -> Any:

@@ -27,6 +27,7 @@ from pipeline.kafka import create_topics
 from pipeline.sandbox.broker import free_port, tansu_broker
 from pipeline.sandbox.kube import FaultConfig, KubeEmulator, Mode, Timings
 from pipeline.sandbox.processes import ProcessGroup
+from pipeline.sandbox.profile import sandbox_env
 from pipeline.stages import STAGES
 
 CELERY_QUEUES = ("default",)
@@ -119,6 +120,7 @@ class DevEnvironment:
             "PIPELINE_KUBE_CONFIG": str(self.emulator.kubeconfig_path),
             "PIPELINE_CELERY_BROKER_URL": celery.broker_url.get_secret_value(),
             "PIPELINE_CELERY_RESULT_BACKEND": celery.result_backend.get_secret_value(),
+            **sandbox_env(),  # a stage started by hand needs the sandbox broker's timings too
         }
         if celery.broker_transport_options:
             options = orjson.dumps(celery.broker_transport_options).decode()
@@ -175,6 +177,7 @@ def stage_env(bootstrap: str, kubeconfig: Path, options: DevOptions) -> dict[str
         "PIPELINE_REDUCER_API_PORT": str(
             port_or_free(DEFAULT_API_PORT) if options.default_ports else free_port()
         ),
+        **sandbox_env(),
         **options.extra_env,
     }
 

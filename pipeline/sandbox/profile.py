@@ -1,0 +1,48 @@
+"""The sandbox profile: Kafka consumer timings for the local Tansu broker.
+
+`pipeline dev`, the test fixtures and the benchmarks run with these values; production keeps
+Kafka's defaults (`KafkaSettings`). Two behaviours of Tansu 0.6, measured, make them differ:
+
+- A fetch is held for the full `fetch_max_wait_ms` even when records have arrived (real Kafka
+  answers once `fetch_min_bytes` is there), so every hop of the pipeline costs about half the
+  wait: one producer→consumer hop at 200 msg/s measured p50 129 / p99 260 ms at the default
+  500 ms and p50 16 / p99 45 ms at 25 ms. The price is one fetch round trip per wait per
+  consumer, idle or not: about 0.08 CPU-s/s per consumer at 25 ms (client and broker
+  together), 0.15 at 10 ms, 0.01 at 500 ms. Under load a fetch carries many records, so the
+  CPU per record does not grow with a lower wait (at 1,000 msg/s: 0.26 CPU-s/s at 25 ms,
+  0.32 at 500 ms). 25 ms keeps a three-hop launch under 100 ms at the cost of a quarter of
+  one core for an idle sandbox of seven consumers.
+- A stopped group member is never removed by LeaveGroup, so a killed or restarted stage's
+  partitions stay with the dead member until its session times out, and a JoinGroup is held
+  for half the session. With a 4 s session and a 1 s heartbeat a surviving replica took a
+  killed one's partitions after 6 s, and a killed-and-restarted member had its partitions
+  back after 7 to 9 s (process start included). On real Kafka a clean stop hands partitions
+  over at once and a crash costs the session timeout (10 s by default here).
+"""
+
+from __future__ import annotations
+
+from pipeline.config import KafkaSettings
+
+FETCH_MAX_WAIT_MS = 25
+SESSION_TIMEOUT_MS = 4_000
+HEARTBEAT_INTERVAL_MS = 1_000
+
+
+def sandbox_env() -> dict[str, str]:
+    """The profile as `PIPELINE_*` variables, for stage processes and CLI commands."""
+    return {
+        "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS),
+        "PIPELINE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "PIPELINE_KAFKA_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_INTERVAL_MS),
+    }
+
+
+def sandbox_kafka(bootstrap_servers: str) -> KafkaSettings:
+    """Kafka settings for a sandbox broker at `bootstrap_servers`, with the profile's timings."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+    )
