@@ -137,16 +137,7 @@ def accepted(
         "source_partition": source.partition,
         "source_offset": source.offset,
     }
-    event = {
-        "schema_version": messages.SCHEMA_VERSION,
-        "event_id": messages.event_id(key, STAGE, State.QUEUED, request["submitted_at"]),
-        "key": request["key"],
-        "source": STAGE,
-        "state": State.QUEUED.value,
-        "reason": None,
-        "observed_at": now,
-        "executor": target,
-    }
+    event = queued_event(key, request, target, now)
     partition_key = key.partition_key
     return Outcome(
         messages=[
@@ -155,6 +146,28 @@ def accepted(
         ],
         target=target,
     )
+
+
+def queued_event(
+    key: TaskKey, request: TaskRequest, target: str | None, now: str
+) -> dict[str, Any]:
+    """The router's `queued` event for a request it routed at `now`.
+
+    The reducer rebuilds this same event from a routed request's stamp when the request
+    reaches it before the event, so whichever comes first, the state records one fact.
+    """
+    event = {
+        "schema_version": messages.SCHEMA_VERSION,
+        "event_id": messages.event_id(key, STAGE, State.QUEUED, request["submitted_at"]),
+        "key": request["key"],
+        "source": STAGE,
+        "state": State.QUEUED.value,
+        "reason": None,
+        "observed_at": now,
+    }
+    if target is not None:
+        event["executor"] = target
+    return event
 
 
 def rejected(

@@ -17,7 +17,7 @@ module rebuilds exactly the state the live reducer holds.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Final, NotRequired, TypedDict
+from typing import Any, Final, NotRequired, TypedDict, cast
 
 import orjson
 
@@ -30,14 +30,11 @@ from pipeline.messages import (
     TaskKey,
     TaskKeyDict,
     TaskRequest,
-    make_event,
 )
+from pipeline.routing import queued_event
 
 SWEEPER: Final = "sweeper"
 """Source of the sweeper's events; its `queued` on a queued task records a re-drive."""
-
-REDUCER: Final = "reducer"
-"""Source of the `queued` the reducer infers from a routed request it saw first."""
 
 _RANK: Final = {
     State.SUBMITTED: 0,
@@ -151,17 +148,13 @@ def attach_request(
     """Keep a routed request in its state (the sweeper re-drives it from there).
 
     A routed request proves the task was queued, so when it arrives before the router's
-    own `queued` event it also records that transition (source `reducer`, same timestamp).
+    own `queued` event it records that event, rebuilt from the routing stamp: same id,
+    source and time, so the state is the same whichever of the two topics is read first.
     """
     routing = request.get("routing") or {}
     key = TaskKey.from_wire(request["key"])
-    inferred = make_event(
-        key,
-        REDUCER,
-        State.QUEUED,
-        executor=routing.get("target"),
-        observed_at=routing.get("routed_at", request["submitted_at"]),
-    )
+    routed_at = routing.get("routed_at", request["submitted_at"])
+    inferred = cast(TaskEvent, queued_event(key, request, routing.get("target"), routed_at))
     state, outcome = fold_event(current, inferred, history_limit)
     if state.get("request") == request:
         return state, outcome

@@ -7,11 +7,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.config import Settings
 from pipeline.messages import (
     Kind,
     State,
     TaskEvent,
     TaskKey,
+    decode_event,
+    decode_request,
+    encode,
     make_cancelled,
     make_event,
     make_request,
@@ -26,6 +30,7 @@ from pipeline.reducer.fold import (
     fold_event,
     rank,
 )
+from pipeline.routing import RouteTable, Source, route
 
 KEY = TaskKey("etl", "extract", "manual__1")
 LIMIT = 50
@@ -206,6 +211,25 @@ def test_routed_request_is_kept_and_implies_queued() -> None:
     _, outcome = fold_event(state, event(State.QUEUED, 4), LIMIT)
     assert outcome is Outcome.STALE
     validate(Kind.TASK_STATE, state)
+
+
+def test_a_routed_request_and_the_routers_event_fold_the_same_in_either_order() -> None:
+    """The reducer reads them from two topics; which comes first must not show in the state
+    (else a replay's refold differs from the live state)."""
+    request = make_request(KEY, ["airflow", "tasks", "run"], "default")
+    table = RouteTable.from_settings(Settings())
+    source = Source(topic="tasks.requests", partition=0, offset=7, timestamp=0)
+    out = route(encode(request), None, source, table, now="2026-01-01T00:00:03Z")
+    [routed, queued] = [value for _, _, value in out.messages]
+    routed_request, queued_event = decode_request(routed), decode_event(queued)
+
+    request_first, _ = attach_request(None, routed_request, LIMIT)
+    request_first, outcome = fold_event(request_first, queued_event, LIMIT)
+    assert outcome is Outcome.DUPLICATE
+    event_first, _ = fold_event(None, queued_event, LIMIT)
+    event_first, _ = attach_request(event_first, routed_request, LIMIT)
+    assert request_first == event_first
+    assert [step["source"] for step in event_first["history"]] == ["router"]
 
 
 CANCEL = {"reason": "runaway", "requested_by": "alice", "requested_at": "2026-01-01T00:01:00Z"}
