@@ -4,6 +4,9 @@
     failed and cancelled from any non-terminal state; dead_lettered only before a request
     was routed.
 
+`submitted` is a request no stage has routed: a state is created by its first event, the
+router's `queued` (or `dead_lettered`), so a recorded history starts there.
+
 Events may arrive late, twice, or out of order (several producers, at-least-once delivery),
 so the fold is order-insensitive for any valid history: it only moves *forward* in rank,
 treats a lower-or-equal rank as stale, recognises a re-delivered event by its id, and keeps

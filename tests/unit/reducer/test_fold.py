@@ -13,6 +13,7 @@ from pipeline.messages import (
     State,
     TaskEvent,
     TaskKey,
+    TaskRequest,
     decode_event,
     decode_request,
     encode,
@@ -230,6 +231,28 @@ def test_a_routed_request_and_the_routers_event_fold_the_same_in_either_order() 
     event_first, _ = attach_request(event_first, routed_request, LIMIT)
     assert request_first == event_first
     assert [step["source"] for step in event_first["history"]] == ["router"]
+
+
+def test_a_request_published_again_after_its_try_finished_changes_no_state() -> None:
+    request = make_request(KEY, ["airflow", "tasks", "run"], "default")
+    table = RouteTable.from_settings(Settings())
+
+    def routed(offset: int, now: str) -> tuple[TaskRequest, TaskEvent]:
+        source = Source(topic="tasks.requests", partition=0, offset=offset, timestamp=0)
+        out = route(encode(request), None, source, table, now=now)
+        [routed, queued] = [value for _, _, value in out.messages]
+        return decode_request(routed), decode_event(queued)
+
+    first, queued = routed(7, "2026-01-01T00:00:03Z")
+    state, _ = attach_request(None, first, LIMIT)
+    for e in (queued, event(State.LAUNCHED, 4), event(State.SUCCESS, 5)):
+        state, _ = fold_event(state, e, LIMIT)
+    again, queued_again = routed(8, "2026-01-01T01:00:00Z")  # a replay into tasks.requests
+    after, outcome = fold_event(state, queued_again, LIMIT)
+    assert outcome is Outcome.DUPLICATE, "same request, same event id"
+    after, _ = attach_request(after, again, LIMIT)
+    assert (after["state"], after["history"]) == ("success", state["history"])
+    assert "illegal_transitions" not in after
 
 
 CANCEL = {"reason": "runaway", "requested_by": "alice", "requested_at": "2026-01-01T00:01:00Z"}
