@@ -64,9 +64,12 @@ def redis_answers(url: str) -> bool:
 
 
 def celery_env(settings: Settings, work_dir: Path) -> dict[str, str]:
-    """Redis when one answers; else a broker and result store that need no server at all."""
+    """The Redis the user configured, when it answers; else a broker and result store of the
+    sandbox's own that need no server (files and SQLite in the work dir). A Redis that merely
+    runs on the default port is not taken: its dbs and queues may be anyone's, another
+    sandbox's workers included."""
     broker_url = settings.celery.broker_url.get_secret_value()
-    if redis_answers(broker_url):
+    if "broker_url" in settings.celery.model_fields_set and redis_answers(broker_url):
         return {}
     folder = work_dir / "celery-broker"
     folder.mkdir(parents=True, exist_ok=True)
