@@ -69,7 +69,7 @@ def test_concurrent_claims_of_one_task_have_exactly_one_winner(app: Celery, tmp_
 
 
 def test_an_expired_record_is_gone_and_can_be_claimed_again(app: Celery, tmp_path: Path) -> None:
-    ledger = ledger_of(app, tmp_path, ttl_s=0.2)
+    ledger = ledger_of(app, tmp_path, ttl_s=2.0)
     assert ledger.claim("t1", record("old")) is None
     ledger.complete("t1", {"ok": True, "exit_code": 0, "reason": None})
     assert ledger.claim("t1", record("new")) == record("old"), "still live"
