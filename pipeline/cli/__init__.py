@@ -58,7 +58,8 @@ def root(
     ctx.obj = {"config": config}
 
 
-app.command("submit")(submit.submit)
+# a command's own options (`python -c`) are its arguments, even when `--` was forgotten
+app.command("submit", context_settings={"ignore_unknown_options": True})(submit.submit)
 app.command("run")(stages.run_stage)
 app.command("bench")(bench.bench)
 app.command("tail")(topics.tail)

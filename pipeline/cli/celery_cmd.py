@@ -21,7 +21,7 @@ def celery_worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="Node name, e.g. gpu1@%h.")
     ] = None,
-    loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "INFO",
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker (prefork pool) serving the configured queues until SIGTERM."""
     from pipeline.celery_bridge.worker import worker_app  # imported only when chosen

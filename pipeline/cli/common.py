@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,14 @@ def settings(ctx: typer.Context, **overrides: Any) -> Settings:
     """The effective settings for this invocation (env, then the `--config` file)."""
     config_file: Path | None = (ctx.find_root().obj or {}).get("config")
     return load_settings(config_file, **overrides)
+
+
+def one_of(value: str | None, choices: Iterable[str], what: str) -> str | None:
+    """`value` when it is one of `choices` (or None); a CliError naming them otherwise."""
+    known = list(choices)
+    if value is not None and value not in known:
+        raise CliError(f"unknown {what} {value!r}; choose one of: {', '.join(known)}")
+    return value
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

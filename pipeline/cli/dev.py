@@ -151,7 +151,9 @@ def dev(
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="After the demo, keep the pipeline up.")
     ] = False,
-    partitions: Annotated[int, typer.Option("--partitions", min=1)] = 4,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=1, help="Partitions per topic.")
+    ] = 4,
     work_dir: Annotated[
         Path | None, typer.Option("--work-dir", help="Keep logs here (default: a temp dir).")
     ] = None,

@@ -16,7 +16,7 @@ from pipeline.sandbox.kube import MODES, FaultConfig, KubeEmulator, Timings
 
 # The listening options every `pipeline sandbox` server takes.
 Port = Annotated[int, typer.Option("--port", help="0 picks a free port.")]
-Host = Annotated[str, typer.Option("--host")]
+Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 
 
 def kube(

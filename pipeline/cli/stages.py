@@ -22,7 +22,9 @@ def load_entry(spec: str) -> Callable[[Settings], int]:
 
 def run_stage(
     ctx: typer.Context,
-    stage: Annotated[str, typer.Argument(help="Which stage to run.")],
+    stage: Annotated[
+        str, typer.Argument(help=f"Which stage to run: {', '.join(STAGES)}.", show_default=False)
+    ],
 ) -> None:
     """Run one stage until SIGTERM/SIGINT (health, metrics and logs from the runtime)."""
     if stage not in STAGES:

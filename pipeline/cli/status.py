@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import orjson
 import typer
@@ -15,8 +15,13 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.cli.common import CliError, console, settings
+from pipeline.cli.common import CliError, console, one_of, settings
 from pipeline.config import Settings
+from pipeline.messages import State
+from pipeline.routing import Target
+
+STATES = tuple(s.value for s in State)
+EXECUTORS = get_args(Target)
 
 STATE_STYLE = {
     "success": "green",
@@ -35,7 +40,12 @@ def api_url(config: Settings) -> str:
 
 
 def query_path(
-    key: str | None, dag: str | None, run_id: str | None, state: str | None, limit: int
+    key: str | None,
+    dag: str | None,
+    run_id: str | None,
+    state: str | None,
+    limit: int,
+    executor: str | None = None,
 ) -> str:
     """The API path answering a `status` invocation."""
     parts = [p for p in (key or "").split("/") if p]
@@ -48,6 +58,7 @@ def query_path(
         "task_id": parts[1] if len(parts) == 2 else None,
         "run_id": run_id,
         "state": state,
+        "executor": executor,
     }
     query = {k: v for k, v in filters.items() if v} | {"limit": str(limit)}
     return "/tasks?" + urllib.parse.urlencode(query)
@@ -115,15 +126,23 @@ def status(
     ] = None,
     dag: Annotated[str | None, typer.Option("--dag", help="Only this DAG.")] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="Only tasks in this state.")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help=f"Only tasks in this state: {', '.join(STATES)}.")
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option("--executor", help=f"Only tasks of this executor: {', '.join(EXECUTORS)}."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Watch period, s.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Show task states as the reducer holds them (newest first)."""
+    one_of(state, STATES, "state")
+    one_of(executor, EXECUTORS, "executor")
     base = api_url(settings(ctx))
-    path = query_path(key, dag, run_id, state, limit)
+    path = query_path(key, dag, run_id, state, limit, executor)
     detail = path.startswith("/tasks/")
     if as_json:
         print(orjson.dumps(fetch(base, path)).decode())

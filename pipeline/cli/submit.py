@@ -75,17 +75,36 @@ async def _publish(config: Settings, records: list[tuple[bytes, bytes]], show: b
 
 def submit(
     ctx: typer.Context,
-    command: Annotated[list[str] | None, typer.Argument(help="The argv to run, after --.")] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The argv to run, after -- (needed when it has options of its own)."),
+    ] = None,
     dag: Annotated[str | None, typer.Option("--dag", help="dag_id")] = None,
     task: Annotated[str | None, typer.Option("--task", help="task_id")] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="run_id")] = None,
-    map_index: Annotated[int, typer.Option("--map-index")] = -1,
-    try_number: Annotated[int, typer.Option("--try")] = 1,
-    queue: Annotated[str | None, typer.Option("--queue", help="Routing queue.")] = None,
-    image: Annotated[str | None, typer.Option("--image")] = None,
-    priority: Annotated[int | None, typer.Option("--priority")] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", help="NAME=VALUE")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", help="NAME=VALUE")] = None,
+    map_index: Annotated[
+        int, typer.Option("--map-index", help="Mapped task index; -1 for an unmapped task.")
+    ] = -1,
+    try_number: Annotated[
+        int, typer.Option("--try", help="Try number; a higher one is a new try.")
+    ] = 1,
+    queue: Annotated[
+        str | None, typer.Option("--queue", help="Routing queue (default: the kubernetes queue).")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Container image of the pod (Kubernetes).")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="Airflow priority_weight (higher first).")
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="KEY=VALUE", help="Pod label; repeat for more."),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", metavar="KEY=VALUE", help="Environment variable; repeat."),
+    ] = None,
     pod_override: Annotated[
         str | None, typer.Option("--pod-override", help="JSON partial V1Pod.")
     ] = None,
@@ -95,6 +114,8 @@ def submit(
 ) -> None:
     """Publish task requests to the requests topic."""
     config = settings(ctx)
+    if command and command[0].startswith("-"):  # unknown options are kept as arguments
+        raise CliError(f"no such option: {command[0]} (the task's command goes after --)")
     if file is not None:
         if command:
             raise CliError("give either --file or a command, not both")

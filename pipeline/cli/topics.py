@@ -103,7 +103,10 @@ async def _tail(
 def tail(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name or role: requests, events, dlq, ...")],
-    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning", help="Print what is already there first, then follow."),
+    ] = False,
     key: Annotated[
         str | None, typer.Option("--key", help="DAG[/TASK[/RUN[/MAP_INDEX]]] filter.")
     ] = None,
