@@ -8,7 +8,7 @@ given as JSON (`PIPELINE_ROUTER_ROUTES='{"gpu": "kubernetes"}'`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -249,11 +249,20 @@ class LauncherSettings(SettingsGroup):
     )
 
 
+TASK_SDK_COMMAND: Final = (
+    "python", "-m", "airflow.sdk.execution_time.execute_workload", "--json-string",
+)  # fmt: skip
+"""The argv prefix an Airflow 3 task runs with (the Task SDK's `execute_workload`)."""
+
+DEFAULT_ALLOWED_COMMANDS: Final = (("airflow", "tasks", "run"), TASK_SDK_COMMAND)
+"""Airflow 2's task command and Airflow 3's Task SDK; nothing else runs unless allowed."""
+
+
 class SecuritySettings(SettingsGroup):
     """What a task may run and ask for; deny by default."""
 
     allowed_commands: list[list[str]] = Field(
-        default_factory=lambda: [["airflow", "tasks", "run"]],
+        default_factory=lambda: [list(p) for p in DEFAULT_ALLOWED_COMMANDS],
         description="Allowed argv prefixes; JSON list of lists in env.",
     )
     allowed_image_registries: list[str] = Field(
@@ -339,6 +348,39 @@ class LogsSettings(SettingsGroup):
     )
 
 
+class AirflowSettings(SettingsGroup):
+    """The Airflow 3 executor (`pipeline.airflow.PipelineExecutor`), run inside the scheduler."""
+
+    execution_api_url: str | None = Field(
+        None,
+        description="Airflow's Execution API (http://API-SERVER:8080/execution/) the Task SDK "
+        "reports to; every task gets it as AIRFLOW__CORE__EXECUTION_API_SERVER_URL. Unset "
+        "leaves it to the worker's own Airflow configuration.",
+    )
+    task_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for every Airflow task (JSON), e.g. its AIRFLOW__ config.",
+    )
+    image: str | None = Field(
+        None, description="Image of Airflow tasks' pods; unset uses launcher.worker_image."
+    )
+    publish_max_retries: int = Field(
+        3, ge=0, description="Publish retries before a task is failed back to Airflow."
+    )
+    publish_retry_backoff_s: float = Field(
+        0.5, gt=0, description="Delay before the first publish retry; doubles each retry."
+    )
+    lost_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A task the reducer still has no record of this long after it was "
+        "published is reported failed (lost), not left queued.",
+    )
+    api_timeout_s: float = Field(
+        10.0, gt=0, description="Timeout of one call to the reducer's API from the scheduler."
+    )
+
+
 class RuntimeSettings(SettingsGroup):
     """What every stage process shares: health port, shutdown deadline, logging."""
 
@@ -375,6 +417,7 @@ class Settings(BaseSettings):
     watcher: WatcherSettings = Field(default_factory=WatcherSettings)
     reducer: ReducerSettings = Field(default_factory=ReducerSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     toml_file: ClassVar[Path | None] = None

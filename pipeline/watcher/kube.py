@@ -164,12 +164,13 @@ def _call(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 
 def _classify(exc: BaseException) -> BaseException:
+    original = exc  # typed, whether or not the installed kubernetes client has types
     if isinstance(exc, ApiException):
         if exc.status == 410:
             return WatchGone(str(exc.reason))
         if exc.status in _RETRIABLE:
             return WatchUnavailable(f"{exc.status} {exc.reason}")
-        return exc
+        return original
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return WatchUnavailable(f"{type(exc).__name__}: {exc}")
-    return exc
+    return original
