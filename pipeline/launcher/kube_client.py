@@ -114,6 +114,9 @@ class PodApi:
         connection pool), skipping what `create_namespaced_pod` adds for an API-form dict:
         argument validation into a V1Pod and `sanitize_for_serialization` back, which cost
         more CPU than the HTTP exchange itself."""
+        if not hasattr(self._api_client, "param_serialize"):
+            self._create_sync_legacy(pod)
+            return
         method, url, headers, _, _ = self._api_client.param_serialize(  # type: ignore[no-untyped-call]
             "POST",
             "/api/v1/namespaces/{namespace}/pods",
@@ -128,6 +131,25 @@ class PodApi:
             body = response.data  # read whole, so the connection can be reused
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response, body=body.decode(errors="replace"))
+        finally:
+            response.release_conn()
+
+    def _create_sync_legacy(self, pod: JsonObj) -> None:
+        """The same POST on kubernetes clients before 37 (no `param_serialize`), which is what
+        Airflow's cncf.kubernetes provider pins: their `call_api` raises ApiException itself."""
+        response: urllib3.BaseHTTPResponse = self._api_client.call_api(
+            "/api/v1/namespaces/{namespace}/pods",
+            "POST",
+            path_params={"namespace": self.namespace},
+            header_params=dict(_JSON_HEADERS),
+            body=pod,
+            auth_settings=["BearerToken"],
+            response_types_map={},
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
+        try:
+            _ = response.data
         finally:
             response.release_conn()
 
