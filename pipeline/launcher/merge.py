@@ -32,6 +32,7 @@ def reconcile_pod(base: JsonObj, override: JsonObj | None) -> JsonObj:
     The merge itself only builds new containers around the inputs' values; one JSON round
     trip at the end makes the result independent (much cheaper than copying at each level).
     """
+    check_override(override)
     merged = _overlay(base, override or {})
     if override and ("metadata" in base or "metadata" in override):
         merged["metadata"] = _reconcile_metadata(base.get("metadata"), override.get("metadata"))
@@ -39,6 +40,37 @@ def reconcile_pod(base: JsonObj, override: JsonObj | None) -> JsonObj:
         merged["spec"] = _reconcile_spec(base.get("spec"), override.get("spec"))
     pod: JsonObj = json_copy(merged)
     return pod
+
+
+def check_override(override: Any) -> None:
+    """TypeError naming the first field the merge cannot walk and what it must be, e.g.
+    `spec.containers[0].env must be a list, not int`."""
+    if override is None:
+        return
+    _expect(override, dict, "pod_override")
+    metadata, spec = override.get("metadata"), override.get("spec")
+    if metadata is not None:
+        _expect(metadata, dict, "metadata")
+        for name in _METADATA_MAPS:
+            _expect(metadata.get(name), dict, f"metadata.{name}")
+        for name in _METADATA_LISTS:
+            _expect(metadata.get(name), list, f"metadata.{name}")
+    if spec is None:
+        return
+    _expect(spec, dict, "spec")
+    for name in ("containers", *_SPEC_LISTS):
+        _expect(spec.get(name), list, f"spec.{name}")
+    for i, container in enumerate(spec.get("containers") or []):
+        where = f"spec.containers[{i}]"
+        _expect(container, dict, where)
+        for name in _CONTAINER_LISTS:
+            _expect(container.get(name), list, f"{where}.{name}")
+
+
+def _expect(value: Any, kind: type, where: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        wanted = "an object" if kind is dict else "a list"
+        raise TypeError(f"{where} must be {wanted}, not {type(value).__name__}")
 
 
 def json_copy(value: Any) -> Any:

@@ -126,16 +126,23 @@ def test_valid_label_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "override",
+    ("override", "says"),
     [
-        {"metadata": "oops"},
-        {"spec": {"containers": [1]}},
-        {"spec": {"containers": [{"name": "base", "env": 5}]}},
-        {"spec": "oops"},
+        ({"metadata": "oops"}, "metadata must be an object, not str"),
+        ({"metadata": {"labels": ["a"]}}, "metadata.labels must be an object, not list"),
+        ({"spec": {"containers": 5}}, "spec.containers must be a list, not int"),
+        ({"spec": {"containers": [1]}}, r"spec.containers\[0\] must be an object, not int"),
+        (
+            {"spec": {"containers": [{"name": "base", "env": 5}]}},
+            r"spec.containers\[0\].env must be a list, not int",
+        ),
+        ({"spec": {"volumes": {"name": "v"}}}, "spec.volumes must be a list, not dict"),
+        ({"spec": "oops"}, "spec must be an object, not str"),
+        (["spec"], "pod_override must be an object, not list"),
     ],
 )
-def test_malformed_overrides_fail_the_task(override: Any) -> None:
-    with pytest.raises(PodRejected):
+def test_malformed_overrides_fail_the_task_naming_the_field(override: Any, says: str) -> None:
+    with pytest.raises(PodRejected, match=f"^invalid pod_override: {says}$"):
         builder().build(request(executor_config={"pod_override": override}))
 
 
