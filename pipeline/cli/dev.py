@@ -19,7 +19,7 @@ from rich.table import Table
 from pipeline.cli.common import console, err_console, run
 from pipeline.config import mask_url
 from pipeline.kafka import count_records, make_producer, send_all, started
-from pipeline.messages import TERMINAL_STATES
+from pipeline.messages import TERMINAL_STATES, State
 from pipeline.sandbox.dev import DevEnvironment, DevError, DevOptions, dev_environment
 from pipeline.sandbox.workload import Workload, mixed_workload
 
@@ -46,6 +46,19 @@ def print_exports(env: DevEnvironment) -> None:
     for name, value in env.client_env().items():
         shown = mask_url(value) if "CELERY" in name else value
         console.print(f"  export {name}={shlex.quote(shown)}", soft_wrap=True, markup=False)
+
+
+def submitted_line(work: Workload) -> str:
+    """What was sent and why the count to follow is what it is."""
+    records, tasks = len(work.records), len(work.expected)
+    keyed = sum(1 for state in work.expected.values() if state is State.DEAD_LETTERED)
+    repeated = records - work.invalid - (tasks - keyed)
+    line = f"submitted {records} requests ({work.invalid} invalid"
+    if repeated:
+        line += f", {repeated} duplicates"
+    line += f"); following {tasks} tasks: {tasks - keyed} valid + {keyed} invalid with a "
+    line += f"readable task key (they end dead_lettered; the other {work.invalid - keyed} "
+    return line + "only reach the dead-letter topic)"
 
 
 async def run_states(session: aiohttp.ClientSession, api_url: str, run_id: str) -> list[Any]:
@@ -133,7 +146,7 @@ async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> Non
             return
         work = mixed_workload(demo, run_id=f"demo-{int(time.time())}")
         await publish(env, work)
-        console.print(f"submitted {len(work.records)} requests ({work.invalid} invalid)")
+        console.print(submitted_line(work), soft_wrap=True)
         states = await follow(env, work)
         console.print()
         console.print(

@@ -76,6 +76,10 @@ async def test_demo_runs_every_task_to_its_expected_end(
         ("kubernetes", "success"), ("kubernetes", "failed"),
         ("celery", "success"), ("celery", "failed"), ("dlq", "invalid messages"),
     }  # fmt: skip
+    followed = re.search(r"following (\d+) tasks", text)
+    assert followed is not None, text
+    tasks = sum(int(expected) for executor, _, _, expected in rows if executor != "dlq")
+    assert int(followed[1]) == tasks, "the count followed is the tasks the summary expects"
     mismatched = [row for row in rows if row[2] != row[3]]
     assert not mismatched, f"tasks vs expected differ: {mismatched}\n{text}"
     with redis.Redis.from_url(celery_url) as client:
