@@ -21,11 +21,15 @@ import yaml
 from aiohttp import web
 
 from .admin import admin_routes
+from .discovery import EVENT_RESOURCE, POD_RESOURCE
+from .eventapi import EventApi
+from .events import EventRecorder
 from .faults import ErrorRule, FaultConfig, Faults
 from .kubelet import (
     EXIT_CODE,
     LOGS,
     MODES,
+    NODE_NAME,
     PENDING_SECONDS,
     RUN_SECONDS,
     Kubelet,
@@ -79,10 +83,13 @@ class KubeEmulator:
         self.namespace = namespace
         self.store = PodStore(history_size)
         self.faults = Faults(faults, seed)
-        self.kubelet = Kubelet(self.store, self.faults, mode, capacity, timings)
+        self.event_store = PodStore(history_size, resource="events")
+        recorder = EventRecorder(self.event_store, NODE_NAME)
+        self.kubelet = Kubelet(self.store, self.faults, mode, capacity, timings, recorder)
         self.api = PodApi(
             self.store, self.kubelet, self.faults, bookmark_interval=bookmark_interval, seed=seed
         )
+        self.events = EventApi(self.event_store, self.faults, self.api.admit, bookmark_interval)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.kubeconfig_path = Path()
@@ -104,9 +111,9 @@ class KubeEmulator:
         self.kubelet.disrupt((namespace, name), "evict")
 
     async def start(self) -> None:
-        app = build_app(
-            self.api, self.token, admin_routes(self.faults, self.kubelet, self.api.stats)
-        )
+        admin = admin_routes(self.faults, self.kubelet, self.api.stats)
+        served = (POD_RESOURCE, EVENT_RESOURCE)
+        app = build_app(self.api, self.token, admin + self.events.routes(), served)
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -125,6 +132,7 @@ class KubeEmulator:
 
     async def close(self) -> None:
         self.api.close_watches()
+        self.events.events.close_watches()
         await self.kubelet.close()
         if self._runner is not None:
             await self._runner.cleanup()

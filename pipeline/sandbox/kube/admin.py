@@ -15,10 +15,11 @@ import dataclasses
 import orjson
 from aiohttp import web
 
+from .collection import json_response
 from .faults import FaultConfig, Faults
 from .kubelet import Kubelet
 from .patch import merge_patch
-from .server import ServerStats, json_response
+from .server import ServerStats
 from .status import ApiError, bad_request
 
 PREFIX = "/_sandbox"

@@ -69,6 +69,10 @@ POD_RESOURCE = Resource(
     subresources=(Subresource("log", ("get",)), Subresource("status", ("get", "patch", "update"))),
 )
 
+EVENT_RESOURCE = Resource(
+    "", "v1", "events", "event", "Event", ("create", "delete", "get", "list", "watch"), ("ev",)
+)
+
 
 def discovery_routes(resources: Sequence[Resource]) -> list[web.RouteDef]:
     """Routes answering every discovery document for `resources`."""

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, Literal
 
 from . import podstatus
+from .events import SCHEDULER, EventRecorder, EventType
 from .faults import Faults
 from .logs import ContainerLogs, LogBuffer
 from .pods import rfc3339
@@ -35,7 +36,8 @@ RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # Running -> terminated (simula
 EXIT_CODE = ANNOTATION_PREFIX + "exit-code"  # container exit code (simulate)
 LOGS = ANNOTATION_PREFIX + "logs"  # container output served by pods/log (simulate)
 NODE_NAME = "sandbox-node"
-MAX_BACKOFF_SECONDS = 300.0  # the kubelet's cap on the restart back-off
+MAX_BACKOFF_SECONDS = 300.0
+_EVICTED = "The node was low on resource: memory. "  # the kubelet's cap on the restart back-off
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class Kubelet:
         mode: Mode = "simulate",
         capacity: int | None = None,
         timings: Timings | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self._store = store
+        self._events = recorder
         self._faults = faults
         self.mode: Mode = mode
         self.capacity = capacity
@@ -144,6 +148,7 @@ class Kubelet:
                 self._queue[key] = True
                 message = f"0/1 nodes are available: 1 Too many pods (capacity {self.capacity})."
                 self._spawn(self._write(key, partial(podstatus.unschedulable, message=message)))
+                self._event(key, "FailedScheduling", message, "Warning", component=SCHEDULER)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -175,6 +180,8 @@ class Kubelet:
         self._next_ip += 1
         pod_ip = f"10.244.{self._next_ip // 250 % 250}.{self._next_ip % 250 + 1}"
         await self._write(key, lambda p: podstatus.bound(p, NODE_NAME))
+        assigned = f"Successfully assigned {key[0]}/{key[1]} to {NODE_NAME}"
+        self._event(key, "Scheduled", assigned, component=SCHEDULER)
         pod = await self._write(key, lambda p: podstatus.creating(p, pod_ip))
         if pod is None:
             return
@@ -196,11 +203,19 @@ class Kubelet:
         """Pull images (or fail to) and wait the pending time; a Stop if one came first."""
         images = [c["image"] for c in pod["spec"]["containers"]]
         fault = next((f for f in map(self._faults.image_fault, images) if f), None)
+        first = pod["spec"]["containers"][0]["name"]
+        if fault is not None:
+            self._event(key, "Pulling", f'Pulling image "{images[0]}"', container=first)
         if fault == "backoff":
             message = f'Back-off pulling image "{images[0]}"'
+            failed = f'Failed to pull image "{images[0]}": not found in the sandbox'
+            self._event(key, "Failed", failed, "Warning", container=first)
+            self._event(key, "Failed", "Error: ErrImagePull", "Warning", container=first)
             await self._write(key, lambda p: podstatus.waiting(p, "ErrImagePull", message))
             await _until(stop, self.timings.backoff_seconds)
             await self._write(key, lambda p: podstatus.waiting(p, "ImagePullBackOff", message))
+            self._event(key, "BackOff", message, container=first)
+            self._event(key, "Failed", "Error: ImagePullBackOff", "Warning", container=first)
         if fault is not None:
             return await stop
         seconds = _annotation(pod, PENDING_SECONDS, self.timings.pending_seconds)
@@ -240,7 +255,7 @@ class Kubelet:
         current, restarts = first, 0
         policy = pod["spec"].get("restartPolicy", "Always")
         while True:
-            end = await self._until_exit(current, stop, started_at)
+            end = await self._until_exit(key, container["name"], current, stop, started_at)
             if stop.done() or not restarts_after(policy, end.exit_code):
                 return end
             name = container["name"]
@@ -252,6 +267,9 @@ class Kubelet:
             self.logs[key][name].exited()
             backing_off = partial(podstatus.restarting, name=name, end=end, message=message)
             await self._write(key, backing_off)
+            pod_ref = f"{pod['metadata']['name']}_{key[0]}({pod['metadata']['uid']})"
+            crashed = f"Back-off restarting failed container {name} in pod {pod_ref}"
+            self._event(key, "BackOff", crashed, "Warning", container=name)
             if await _until(stop, delay) is not None:
                 return end
             restarts += 1
@@ -260,7 +278,12 @@ class Kubelet:
             await self._write(key, partial(podstatus.restarted, name=name, started_at=started_at))
 
     async def _until_exit(
-        self, container: ContainerRun | str, stop: asyncio.Future[Stop], started_at: str
+        self,
+        key: Key,
+        name: str,
+        container: ContainerRun | str,
+        stop: asyncio.Future[Stop],
+        started_at: str,
     ) -> Termination:
         """How the container ends: by itself, or stopped (delete, OOM kill, eviction)."""
         if isinstance(container, str):
@@ -276,6 +299,7 @@ class Kubelet:
         if exited.done():
             code = exited.result()
         else:
+            self._stopping(key, name, stop.result())
             grace = stop.result().grace_seconds if stop.result().reason == "delete" else 0.0
             code = await container.stop(grace)
             exited.cancel()
@@ -285,7 +309,25 @@ class Kubelet:
     async def _start(
         self, pod: JsonObj, container: JsonObj, log_buffer: LogBuffer
     ) -> ContainerRun | str:
-        """A started container, or the StartError message."""
+        """A started container, or the StartError message; the kubelet's events on the way."""
+        started = await self._start_container(pod, container, log_buffer)
+        key, name, image = pod_key(pod), container["name"], container["image"]
+        if container.get("imagePullPolicy") == "Always":
+            self._event(key, "Pulling", f'Pulling image "{image}"', container=name)
+            pulled = f'Successfully pulled image "{image}" in 0s (0s including waiting)'
+        else:
+            pulled = f'Container image "{image}" already present on machine'
+        self._event(key, "Pulled", pulled, container=name)
+        if isinstance(started, str):
+            self._event(key, "Failed", f"Error: {started}", "Warning", container=name)
+        else:
+            self._event(key, "Created", f"Created container: {name}", container=name)
+            self._event(key, "Started", f"Started container {name}", container=name)
+        return started
+
+    async def _start_container(
+        self, pod: JsonObj, container: JsonObj, log_buffer: LogBuffer
+    ) -> ContainerRun | str:
         if self.mode == "simulate":
             seconds = _annotation(pod, RUN_SECONDS, self.timings.run_seconds)
             code = int(_annotation(pod, EXIT_CODE, self.timings.exit_code))
@@ -296,6 +338,37 @@ class Kubelet:
         except StartError as exc:
             log_buffer.close()
             return str(exc)
+
+    def _stopping(self, key: Key, container: str, stop: Stop) -> None:
+        """The events of a container stopped from outside: Killing, OOMKilling, Evicted."""
+        if stop.reason == "oom":
+            oom = f"Memory cgroup out of memory: Killed process in container {container}"
+            self._event(key, "OOMKilling", oom, "Warning", container=container)
+            return
+        if stop.reason == "evict":
+            self._event(key, "Evicted", _EVICTED, "Warning")
+        self._event(key, "Killing", f"Stopping container {container}", container=container)
+
+    def _event(
+        self,
+        key: Key,
+        reason: str,
+        message: str,
+        event_type: EventType = "Normal",
+        *,
+        component: str = "kubelet",
+        container: str | None = None,
+    ) -> None:
+        """Record an event about the pod (if it still exists and events are on)."""
+        if self._events is None:
+            return
+        try:
+            pod = self._store.get(key)
+        except ApiError:
+            return
+        self._events.record(
+            pod, reason, message, event_type, component=component, container=container
+        )
 
     def _termination(
         self, code: int, stop: asyncio.Future[Stop], started: str, finished: str
@@ -324,7 +397,7 @@ def restarts_after(policy: str, exit_code: int) -> bool:
 
 def _pod_reason(stop: Stop | None) -> tuple[str | None, str | None]:
     if stop is not None and stop.reason == "evict":
-        return "Evicted", "The node was low on resource: memory. "
+        return "Evicted", _EVICTED
     return None, None
 
 

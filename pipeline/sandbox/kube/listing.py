@@ -18,7 +18,11 @@ from .store import Key, PodStore
 
 
 def list_pods(
-    store: PodStore, namespace: str | None, selector: PodSelector, query: dict[str, str]
+    store: PodStore,
+    namespace: str | None,
+    selector: PodSelector,
+    query: dict[str, str],
+    kind: str = "PodList",
 ) -> JsonObj:
     limit = _limit(query.get("limit"))
     token = query.get("continue")
@@ -36,7 +40,7 @@ def list_pods(
         items = items[:limit]
         last = items[-1]["metadata"]
         metadata["continue"] = _encode_token(list_rv, (last["namespace"], last["name"]))
-    return {"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": items}
+    return {"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": items}
 
 
 def _list_rv(store: PodStore, rv: str | None, match: str | None) -> int:

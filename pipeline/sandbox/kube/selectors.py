@@ -21,7 +21,8 @@ _SET_RE = re.compile(r"^\s*(?P<key>[^\s!=<>(),]+)\s+(?P<op>in|notin)\s*\((?P<val
 _CMP_RE = re.compile(r"^\s*(?P<key>[^\s!=<>(),]+)\s*(?P<op>==|=|!=|>|<)\s*(?P<value>[^\s,]*)\s*$")
 _EXISTS_RE = re.compile(r"^\s*(?P<not>!)?\s*(?P<key>[^\s!=<>(),]+)\s*$")
 
-FIELD_PATHS: dict[str, tuple[str, str]] = {
+FieldPaths = dict[str, tuple[str, ...]]
+FIELD_PATHS: FieldPaths = {  # the pod field labels apiserver supports
     "metadata.name": ("metadata", "name"),
     "metadata.namespace": ("metadata", "namespace"),
     "status.phase": ("status", "phase"),
@@ -31,6 +32,16 @@ FIELD_PATHS: dict[str, tuple[str, str]] = {
     "spec.schedulerName": ("spec", "schedulerName"),
     "spec.serviceAccountName": ("spec", "serviceAccountName"),
 }
+EVENT_FIELD_PATHS: FieldPaths = {  # the core/v1 event field labels apiserver supports
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    **{f"involvedObject.{f}": ("involvedObject", f) for f in (
+        "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")},
+    "reason": ("reason",),
+    "reportingComponent": ("reportingComponent",),
+    "source": ("source", "component"),
+    "type": ("type",),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +70,12 @@ class FieldRequirement:
     path: str
     value: str
     negated: bool
+    keys: tuple[str, ...] = ()  # where `path` lives in the object
 
-    def matches(self, pod: JsonObj) -> bool:
-        section, name = FIELD_PATHS[self.path]
-        actual = (pod.get(section) or {}).get(name)
+    def matches(self, obj: JsonObj) -> bool:
+        actual: object = obj
+        for key in self.keys:
+            actual = actual.get(key) if isinstance(actual, dict) else None
         actual_str = "" if actual is None else str(actual)
         return (actual_str == self.value) != self.negated
 
@@ -86,10 +99,12 @@ class PodSelector:
         return None
 
 
-def parse_selector(label_selector: str | None, field_selector: str | None) -> PodSelector:
+def parse_selector(
+    label_selector: str | None, field_selector: str | None, paths: FieldPaths = FIELD_PATHS
+) -> PodSelector:
     return PodSelector(
         labels=parse_label_selector(label_selector or ""),
-        fields=parse_field_selector(field_selector or ""),
+        fields=parse_field_selector(field_selector or "", paths),
     )
 
 
@@ -98,7 +113,9 @@ def parse_label_selector(text: str) -> tuple[LabelRequirement, ...]:
     return tuple(_parse_requirement(part) for part in _split_top_level(text) if part.strip())
 
 
-def parse_field_selector(text: str) -> tuple[FieldRequirement, ...]:
+def parse_field_selector(
+    text: str, paths: FieldPaths = FIELD_PATHS
+) -> tuple[FieldRequirement, ...]:
     requirements = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -107,9 +124,9 @@ def parse_field_selector(text: str) -> tuple[FieldRequirement, ...]:
         if match is None:
             raise bad_request(f'invalid selector: "{text}"; can\'t understand "{part}"')
         path, op, value = match.groups()
-        if path not in FIELD_PATHS:
+        if path not in paths:
             raise bad_request(f'field label not supported: "{path}"')
-        requirements.append(FieldRequirement(path, value.strip(), op == "!="))
+        requirements.append(FieldRequirement(path, value.strip(), op == "!=", paths[path]))
     return tuple(requirements)
 
 

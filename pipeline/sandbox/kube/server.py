@@ -14,19 +14,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import fields, listing, podlog, table
-from .discovery import POD_RESOURCE, discovery_routes
+from . import fields, podlog, table
+from .collection import Collection, Printer, json_response
+from .discovery import POD_RESOURCE, Resource, discovery_routes
 from .faults import Faults
 from .kubelet import Kubelet
 from .openapi import openapi_routes
 from .patch import apply_patch
 from .pods import new_pod, parse_body, rfc3339
-from .query import flag, integer
-from .selectors import parse_selector
+from .query import integer
+from .selectors import FIELD_PATHS, parse_selector
 from .status import ApiError, JsonObj, bad_request, conflict, invalid, unauthorized
 from .store import PodStore, pod_key
 from .validation import spec_update_errors, validate_metadata, validate_pod
-from .watch import WatchRequest, WatchStream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PODS = "/api/v1/namespaces/{namespace}/pods"
@@ -50,13 +50,6 @@ class ServerStats:
     max_creates_in_flight: int = 0
 
 
-def json_response(obj: Any, status: int = 200, warnings: Sequence[str] = ()) -> web.Response:
-    response = web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
-    for warning in warnings:  # RFC 7234 warn-code 299, as apiserver sends them
-        response.headers.add("Warning", f"299 - {orjson.dumps(warning).decode()}")
-    return response
-
-
 def status_response(error: ApiError) -> web.Response:
     response = json_response(error.status(), error.code)
     if error.retry_after is not None:
@@ -78,13 +71,19 @@ class PodApi:
         self.kubelet = kubelet
         self.faults = faults
         self.stats = ServerStats()
-        self._bookmark_interval = bookmark_interval
         self._random = random.Random(seed)
-        self._watches: set[WatchStream] = set()
+        printer = Printer(table.POD_COLUMNS, table.pod_row)
+        self.pods = Collection(
+            store,
+            faults,
+            list_kind="PodList",
+            printer=printer,
+            field_paths=FIELD_PATHS,
+            bookmark_interval=bookmark_interval,
+        )
 
     def close_watches(self) -> None:
-        for stream in self._watches:
-            stream.close()
+        self.pods.close_watches()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -124,40 +123,12 @@ class PodApi:
     async def get(self, request: web.Request) -> web.Response:
         await self.admit("get")
         pod = self.store.get(_key(request))
-        if not request.path.endswith("/status") and table.wants_table(
-            request.headers.get("Accept", "")
-        ):
-            meta = {"resourceVersion": pod["metadata"]["resourceVersion"]}
-            return json_response(_pod_table([pod], request, meta))
-        return json_response(pod)
+        if request.path.endswith("/status"):
+            return json_response(pod)
+        return self.pods.one(request, pod)
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
-        namespace = request.match_info.get("namespace")
-        query = dict(request.query)
-        selector = parse_selector(query.get("labelSelector"), query.get("fieldSelector"))
-        if flag(query, "watch"):
-            await self.admit("watch")
-            watch = WatchRequest.from_query(namespace, selector, query)
-            as_table = None
-            if table.wants_table(request.headers.get("Accept", "")):
-                include = table.include_object(query)
-
-                def as_table(pod: JsonObj, headers: bool) -> JsonObj:
-                    return table.table(
-                        [pod], table.POD_COLUMNS, table.pod_row, include=include, headers=headers
-                    )
-
-            stream = WatchStream(self.store, self.faults, watch, self._bookmark_interval, as_table)
-            self._watches.add(stream)
-            try:
-                return await stream.serve(request)
-            finally:
-                self._watches.discard(stream)
-        await self.admit("list")
-        pods = listing.list_pods(self.store, namespace, selector, query)
-        if _wants_table(request):
-            return json_response(_pod_table(pods["items"], request, pods["metadata"]))
-        return json_response(pods)
+        return await self.pods.list_or_watch(request, self.admit)
 
     async def replace(self, request: web.Request) -> web.Response:
         await self.admit("update")
@@ -248,14 +219,20 @@ class PodApi:
         return self.store.replace({**pod, "metadata": meta})
 
 
-def build_app(api: PodApi, token: str | None, extra_routes: list[web.RouteDef]) -> web.Application:
+def build_app(
+    api: PodApi,
+    token: str | None,
+    extra_routes: list[web.RouteDef],
+    served: Sequence[Resource] = (POD_RESOURCE,),
+) -> web.Application:
+    """The emulator's app: the pods API, `extra_routes`, probes, discovery and OpenAPI."""
     app = web.Application(middlewares=[_errors_middleware(token)], client_max_size=16 * 1024 * 1024)
     app.add_routes(
         api.routes()
         + extra_routes
         + _probe_routes()
-        + discovery_routes([POD_RESOURCE])
-        + openapi_routes([POD_RESOURCE])
+        + discovery_routes(served)
+        + openapi_routes(served)
     )
     return app
 
@@ -332,15 +309,6 @@ def _check_preconditions(pod: JsonObj, preconditions: JsonObj) -> None:
 def _check(pod: JsonObj, causes: list[JsonObj]) -> None:
     if causes:
         raise invalid(pod["metadata"].get("name", ""), causes)
-
-
-def _pod_table(pods: list[JsonObj], request: web.Request, metadata: JsonObj) -> JsonObj:
-    include = table.include_object(request.query)
-    return table.pod_table(pods, metadata=metadata, include=include)
-
-
-def _wants_table(request: web.Request) -> bool:
-    return table.wants_table(request.headers.get("Accept", ""))
 
 
 def _decode(request: web.Request, body: JsonObj) -> tuple[JsonObj, list[str]]:

@@ -46,20 +46,22 @@ class ApiError(Exception):
         return body
 
 
-def not_found(name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'pods "{name}" not found', details=_pod(name))
+def not_found(name: str, resource: str = "pods") -> ApiError:
+    details = _details(name, resource)
+    return ApiError(404, "NotFound", f'{resource} "{name}" not found', details=details)
 
 
-def already_exists(name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'pods "{name}" already exists', details=_pod(name))
+def already_exists(name: str, resource: str = "pods") -> ApiError:
+    message = f'{resource} "{name}" already exists'
+    return ApiError(409, "AlreadyExists", message, details=_details(name, resource))
 
 
-def conflict(name: str) -> ApiError:
+def conflict(name: str, resource: str = "pods") -> ApiError:
     message = (
-        f'Operation cannot be fulfilled on pods "{name}": the object has been modified; '
+        f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
         "please apply your changes to the latest version and try again"
     )
-    return ApiError(409, "Conflict", message, details=_pod(name))
+    return ApiError(409, "Conflict", message, details=_details(name, resource))
 
 
 def invalid(name: str, causes: list[JsonObj]) -> ApiError:
@@ -120,5 +122,5 @@ def field_cause(field: str, message: str, reason: str = "FieldValueInvalid") -> 
     return {"reason": reason, "message": message, "field": field}
 
 
-def _pod(name: str) -> JsonObj:
-    return {"name": name, "kind": "pods"}
+def _details(name: str, resource: str) -> JsonObj:
+    return {"name": name, "kind": resource}

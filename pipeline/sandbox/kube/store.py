@@ -54,7 +54,8 @@ class PodStore:
     # An empty cluster still has a revision; clients treat "0" as "any", so never hand it out.
     FIRST_RV = 1
 
-    def __init__(self, history_size: int = 10_000) -> None:
+    def __init__(self, history_size: int = 10_000, resource: str = "pods") -> None:
+        self.resource = resource  # the plural that errors name
         self.rv = self.FIRST_RV
         self._pods: dict[Key, JsonObj] = {}
         self._by_namespace: dict[str, dict[str, JsonObj]] = {}
@@ -71,13 +72,13 @@ class PodStore:
     def get(self, key: Key) -> JsonObj:
         pod = self._pods.get(key)
         if pod is None:
-            raise not_found(key[1])
+            raise not_found(key[1], self.resource)
         return pod
 
     def create(self, pod: JsonObj) -> JsonObj:
         key = pod_key(pod)
         if key in self._pods:
-            raise already_exists(key[1])
+            raise already_exists(key[1], self.resource)
         return self._write("ADDED", key, pod, None)
 
     def replace(self, pod: JsonObj, expected_rv: str | None = None) -> JsonObj:
@@ -85,7 +86,7 @@ class PodStore:
         key = pod_key(pod)
         old = self.get(key)
         if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
-            raise conflict(key[1])
+            raise conflict(key[1], self.resource)
         return self._write("MODIFIED", key, pod, old)
 
     def mutate(self, key: Key, change: Callable[[JsonObj], JsonObj]) -> JsonObj:

@@ -153,7 +153,7 @@ async def test_openapi_v3_names_every_served_patch_with_field_validation(
     patches = [item["patch"] for item in document["paths"].values() if "patch" in item]
     assert patches
     for patch in patches:
-        assert patch["x-kubernetes-group-version-kind"]["kind"] == "Pod"
+        assert patch["x-kubernetes-group-version-kind"]["kind"] in ("Pod", "Event")
         assert "fieldValidation" in {p["name"] for p in patch["parameters"]}
     refs = _refs(document)
     assert refs and all(ref.rsplit("/", 1)[-1] in schemas for ref in refs)
@@ -166,3 +166,13 @@ def _refs(node: Any) -> set[str]:
     if isinstance(node, list):
         return set().union(*(_refs(v) for v in node))
     return set()
+
+
+async def test_event_lists_conform(kube_emulator: KubeEmulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        await session.post(kube_emulator.url + PODS, json=pod_manifest("eventful"))
+    _, events = await fetch(kube_emulator, "/api/v1/namespaces/default/events")
+    conforms(events, "io.k8s.api.core.v1.EventList")
+    assert any(e["reason"] == "Scheduled" for e in events["items"])
+    _, everywhere = await fetch(kube_emulator, "/api/v1/events", TABLE_ACCEPT)
+    assert everywhere["kind"] == "Table" and everywhere["rows"]

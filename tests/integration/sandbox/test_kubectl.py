@@ -219,3 +219,32 @@ def test_apply_rejects_an_unknown_field_and_warns_when_asked(cluster: Cluster) -
     assert 'Warning: unknown field "spec.containers[0].imagePullPolcy"' in warned.stderr
     stored = json.loads(cluster.ok("get", "pod", name, "-o", "jsonpath={.spec.containers[0]}"))
     assert "imagePullPolcy" not in stored
+
+
+def test_describe_shows_the_kubelet_events(cluster: Cluster) -> None:
+    name = cluster.name("described")
+    cluster.create_pod(name, "sleep 60")
+    wait_for(cluster, name, "condition=Ready")
+    described = cluster.ok("describe", "pod", name)
+    events = described[described.index("Events:") :]
+    for reason in ("Scheduled", "Pulled", "Created", "Started"):
+        assert re.search(rf"Normal\s+{reason}\s", events), events
+    assert f"Successfully assigned {cluster.namespace}/{name} to " in events
+    assert "Started container main" in events
+    cluster.ok("delete", "pod", name, "--grace-period=1")
+    header, *rows = columns(
+        cluster.ok("get", "events", f"--field-selector=involvedObject.name={name}")
+    )
+    assert header == ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert ["Normal", "Killing", f"pod/{name}", "Stopping container main"] in [r[1:] for r in rows]
+
+
+def test_a_crashing_container_records_backoff_warnings(cluster: Cluster) -> None:
+    name = cluster.name("backoff")
+    cluster.create_pod(name, "exit 1", restart_policy="Always")
+    last_reason = "{.status.containerStatuses[0].lastState.terminated.reason}"
+    wait_for(cluster, name, f"jsonpath={last_reason}=Error")
+    selector = f"--field-selector=involvedObject.name={name},reason=BackOff"
+    types = cluster.ok("get", "events", selector, "-o", "jsonpath={.items[*].type}")
+    assert types.split() == ["Warning"]
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")

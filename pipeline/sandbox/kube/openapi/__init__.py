@@ -131,6 +131,7 @@ def _resource_paths(resource: Resource) -> JsonObj:
             "delete": op("delete", "Namespaced", one, _DELETE, path=_NAMED),
         },
     }
+    _drop_unserved(paths, resource.verbs, collection)
     for sub in resource.subresources:
         suffix = f"Namespaced{sub.name.capitalize()}"
         if sub.name == "log":
@@ -140,6 +141,20 @@ def _resource_paths(resource: Resource) -> JsonObj:
         else:
             paths[f"{item}/{sub.name}"] = _read_write(op, suffix, one)
     return paths
+
+
+def _drop_unserved(paths: JsonObj, verbs: Sequence[str], collection: str) -> None:
+    """Keep only the operations whose verb the resource serves."""
+    for path, item in paths.items():
+        for method in list(item):
+            if path == collection:
+                verb = {"get": "list", "post": "create", "delete": "deletecollection"}[method]
+            else:
+                verb = {"put": "update", "get": "get" if "{name}" in path else "list"}.get(
+                    method, method
+                )
+            if verb not in verbs:
+                del item[method]
 
 
 def _read_write(op: Any, suffix: str, one: Schema) -> JsonObj:
