@@ -240,6 +240,9 @@ class LauncherSettings(SettingsGroup):
     retry_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry.")
     retry_max_s: float = Field(30.0, gt=0, description="Longest delay between retries.")
     commit_interval_s: float = Field(0.2, gt=0, description="How often finished offsets commit.")
+    cancel_grace_period_s: int | None = Field(
+        None, ge=0, description="Grace period of a cancelled task's pod; unset: the pod's own."
+    )
     group_id: str = Field("pipeline-launcher", description="Consumer group of the launchers.")
     session_timeout_ms: int | None = Field(
         None,
@@ -302,6 +305,11 @@ class WatcherSettings(SettingsGroup):
     reconnect_backoff_max_s: float = Field(30.0, gt=0, description="Ceiling of that delay.")
     checkpoint_interval_s: float = Field(
         2.0, gt=0, description="Checkpoint the watch's resourceVersion at most this often."
+    )
+    capture_logs: bool = Field(
+        True,
+        description="Keep the tail of each finished pod's log on the logs topic before the pod "
+        "is deleted (logs.max_bytes of it).",
     )
 
 

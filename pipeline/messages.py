@@ -257,6 +257,12 @@ def decode_event(raw: bytes) -> TaskEvent:
     return event
 
 
+def looks_like_control(raw: bytes) -> bool:
+    """A cheap first test for a TaskControl among requests (the executor topics carry both);
+    `decode_control` decides."""
+    return b'"control_id"' in raw and b'"action"' in raw
+
+
 def decode_control(raw: bytes) -> TaskControl:
     control: TaskControl = decode(Kind.TASK_CONTROL, raw)
     return control

@@ -13,11 +13,16 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from pipeline.messages import TaskKey
+import orjson
+
+from pipeline.messages import CancelInfo, TaskKey
 
 DOMAIN: Final = "pipeline.dev"
 MANAGED_LABEL: Final = f"{DOMAIN}/managed"
 INSTANCE_LABEL: Final = f"{DOMAIN}/instance"
+CANCEL_ANNOTATION: Final = f"{DOMAIN}/cancel"
+"""Set (to the CancelInfo as JSON) on a pod the launcher deletes because its task was
+cancelled, before the delete, so the watcher reports the pod's end as `cancelled`."""
 KEY_FIELDS: Final = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
 _LABEL_MAX = 63
@@ -70,6 +75,23 @@ def key_from_annotations(annotations: Mapping[str, str] | None) -> TaskKey | Non
         return TaskKey(values[0], values[1], values[2], int(values[3]), int(values[4]))
     except (KeyError, ValueError):
         return None
+
+
+def cancel_from_annotations(annotations: Mapping[str, str] | None) -> CancelInfo | None:
+    """The cancel a pod was ended for, or None when it was not cancelled."""
+    raw = (annotations or {}).get(CANCEL_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+        cancel: CancelInfo = {
+            "reason": str(value["reason"]),
+            "requested_by": str(value["requested_by"]),
+            "requested_at": str(value["requested_at"]),
+        }
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {"reason": "", "requested_by": "unknown", "requested_at": "1970-01-01T00:00:00Z"}
+    return cancel
 
 
 def managed_selector(instance: str | None = None) -> str:

@@ -20,7 +20,7 @@ from pipeline import runtime
 from pipeline.config import Settings
 from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer, send_all, started
 from pipeline.messages import utc_now
-from pipeline.routing import STAGE, Outcome, RouteTable, Source, route
+from pipeline.routing import STAGE, Outcome, RouteTable, Source, route, route_control
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ LAG = Gauge(
 
 
 class Router(runtime.Stage):
-    """Routes `tasks.requests` to the executor topics; see `pipeline.routing` for the rules."""
+    """Routes `tasks.requests` to the executor topics, and forwards each cancel on
+    `tasks.control` to both of them; see `pipeline.routing` for the rules."""
 
     name = STAGE
 
@@ -56,6 +57,7 @@ class Router(runtime.Stage):
         consumer = make_consumer(
             config.kafka,
             config.topic.requests,
+            config.topic.control,
             group_id=config.router.group_id,
             client_id=STAGE,
             session_timeout_ms=config.router.session_timeout_ms,
@@ -64,7 +66,7 @@ class Router(runtime.Stage):
         async with started(producer, config.kafka), started(consumer, config.kafka):
             self._consumer, self._producer = consumer, producer
             self.ready = True
-            log.info("routing", extra={"topic": config.topic.requests})
+            log.info("routing", extra={"topics": [config.topic.requests, config.topic.control]})
             await consume_batches(
                 consumer, self.handle, stopping, max_records=config.router.batch_size
             )
@@ -82,7 +84,10 @@ class Router(runtime.Stage):
         records = (r for part in batch.values() for r in part)
         now = utc_now()  # one instant for the batch: it is routed (and acked) as one
         outcomes = [
-            route(r.value, r.key, s, table, now) for r, s in zip(records, sources, strict=True)
+            route_control(r.value, r.key, s, table)
+            if r.topic == table.control_topic
+            else route(r.value, r.key, s, table, now)
+            for r, s in zip(records, sources, strict=True)
         ]
         await send_all(self._producer, [m for o in outcomes for m in o.messages])
         BATCH_SECONDS.observe(perf_counter() - began)

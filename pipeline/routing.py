@@ -35,6 +35,7 @@ class RouteTable:
     events_topic: str
     dlq_topic: str
     max_bytes: int
+    control_topic: str = "tasks.control"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouteTable:
@@ -46,6 +47,7 @@ class RouteTable:
             events_topic=settings.topic.events,
             dlq_topic=settings.topic.dlq,
             max_bytes=settings.kafka.max_message_bytes,
+            control_topic=settings.topic.control,
         )
 
 
@@ -66,6 +68,24 @@ class Outcome:
     messages: list[Message] = field(default_factory=list)
     target: Target | None = None
     reason: ErrorCode | None = None
+
+
+def route_control(
+    raw: bytes | None, raw_key: bytes | None, source: Source, table: RouteTable
+) -> Outcome:
+    """A cancel goes to *both* executor topics, under the task's partition key.
+
+    The router cannot know where the request went (or will go: the cancel may come first),
+    so each executor stage gets it in order with whatever it holds of that task, and the
+    one that owns the task ends it; the other only remembers it.
+    """
+    value = raw if raw is not None else b""
+    try:
+        control = messages.decode_control(value)
+    except InvalidMessage as invalid:
+        return rejected(value, raw_key, invalid, source, table)
+    key = TaskKey.from_wire(control["key"]).partition_key
+    return Outcome(messages=[(topic, key, value) for topic in table.topics.values()])
 
 
 def resolve(table: RouteTable, queue: str) -> Target | None:

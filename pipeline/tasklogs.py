@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final, TypedDict
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.messages import (
@@ -109,6 +110,16 @@ def make_task_log(
         "truncated": dropped,
         "captured_at": utc_now(),
     }
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, record: TaskLog) -> None:
+    """Send one TaskLog to its task's partition and wait for the acknowledgement."""
+    key = TaskKey.from_wire(record["key"])
+    partitions = await producer.partitions_for(topic)
+    sent = await producer.send(
+        topic, encode(record), key=full_key(key), partition=partition_for(key, partitions)
+    )
+    await sent
 
 
 def decode_task_log(raw: bytes) -> TaskLog:

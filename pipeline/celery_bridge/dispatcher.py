@@ -5,7 +5,8 @@ id derived from the task key (retrying publish failures with backoff, as Airflow
 `send_task_to_executor`), then publish `launched` or `failed`; offsets are committed only after
 those events are acknowledged. A re-delivered record finds its dispatch record and re-announces
 the same event (same event id) instead of sending again. Celery's client is blocking, so sends
-run on a small thread pool, off the event loop.
+run on a small thread pool, off the event loop. Cancels arrive in the same stream (the router
+forwards them), in order with the requests; see `cancel`.
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer,
 from pipeline.messages import (
     InvalidMessage,
     State,
+    TaskControl,
     TaskEvent,
     TaskKey,
     TaskRequest,
+    cancel_info,
+    cancelled_reason,
+    decode_control,
     decode_request,
     encode,
+    looks_like_control,
+    make_cancelled,
     make_dead_letter,
     make_event,
 )
@@ -62,7 +69,10 @@ def payload_of(request: TaskRequest) -> dict[str, Any]:
 
 
 def announce(key: TaskKey, task_id: str, record: DispatchRecord) -> TaskEvent:
-    """The event a dispatch record stands for: `launched`, or `failed` with its reason."""
+    """The event a dispatch record stands for: `launched`, `cancelled`, or `failed`."""
+    if record["status"] == "cancelled" and "cancel" in record:
+        return make_cancelled(key, SOURCE, record["cancel"], executor="celery",
+                              celery_task_id=task_id)  # fmt: skip
     if record["status"] == "failed":
         return make_event(
             key, SOURCE, State.FAILED, reason=record["reason"], executor="celery",
@@ -98,6 +108,39 @@ def dispatch(
         log.warning("dispatch record not updated: %s", exc)
     DISPATCHED.labels("launched" if record["status"] == "sent" else "failed").inc()
     return announce(key, task_id, record)
+
+
+def cancel(
+    app: Celery, ledger: Ledger, control: TaskControl, celery: CelerySettings
+) -> TaskEvent | None:
+    """End a Celery task for a cancel; the `cancelled` event when this path held the task.
+
+    Not dispatched yet: a `cancelled` record is claimed, so the request (if it ever comes
+    here) is never sent, and nothing is reported now (the task may be Kubernetes'). Sent:
+    the record turns `cancelled` first (a worker checks it before running), then the task
+    is revoked with terminate, and the worker kills the command's whole process group.
+    """
+    key = TaskKey.from_wire(control["key"])
+    task_id = task_id_for(key)
+    info = cancel_info(control)
+    record: DispatchRecord = {
+        "status": "cancelled", "queue": "", "payload": {}, "reason": cancelled_reason(info),
+        "resends": 0, "resent_at": None, "cancel": info,
+    }  # fmt: skip
+    existing = retrying(lambda: ledger.claim(task_id, record), celery)
+    if existing is None:
+        DISPATCHED.labels("cancelled_before_dispatch").inc()
+        return None
+    if existing["status"] in ("failed", "cancelled"):
+        return None  # finished, or cancelled before: nothing changes
+    if retrying(lambda: ledger.completed(task_id), celery) is not None:
+        return None  # the command already ended on its own; its outcome stands
+    retrying(lambda: ledger.update(task_id, {**existing, "status": "cancelled", "cancel": info}),
+             celery)  # fmt: skip
+    retrying(lambda: app.control.revoke(task_id, terminate=True, signal="SIGTERM"), celery)
+    DISPATCHED.labels("cancelled").inc()
+    log.info("revoked", extra={"requested_by": info["requested_by"]})
+    return make_cancelled(key, SOURCE, info, executor="celery", celery_task_id=task_id)
 
 
 class CeleryDispatcher(Stage):
@@ -137,6 +180,12 @@ class CeleryDispatcher(Stage):
         for tp, records in batch.items():
             for record in records:
                 raw = record.value or b""
+                if looks_like_control(raw):
+                    try:
+                        sends.append(self._cancel(decode_control(raw)))
+                        continue
+                    except InvalidMessage:
+                        pass  # not a control after all: decoded as a request below
                 try:
                     request = decode_request(raw, max_bytes=self.settings.kafka.max_message_bytes)
                 except InvalidMessage as exc:
@@ -148,11 +197,20 @@ class CeleryDispatcher(Stage):
                     DEAD_LETTERS.inc()
                     continue
                 sends.append(self._dispatch(request))
-        events = await asyncio.gather(*sends)
+        events = [e for e in await asyncio.gather(*sends) if e is not None]
         out = [(topics.events, event_key(e), encode(e)) for e in events]
         await send_all(self.producer, [*dead, *out])
 
-    async def _dispatch(self, request: TaskRequest) -> TaskEvent:
+    async def _cancel(self, control: TaskControl) -> TaskEvent | None:
+        loop = asyncio.get_running_loop()
+        with logs.bound(task=str(TaskKey.from_wire(control["key"]))):
+            context = contextvars.copy_context()
+            return await loop.run_in_executor(
+                self.pool, context.run, cancel, self.app, self.ledger, control,
+                self.settings.celery,
+            )  # fmt: skip
+
+    async def _dispatch(self, request: TaskRequest) -> TaskEvent | None:
         loop = asyncio.get_running_loop()
         with logs.bound(task=str(TaskKey.from_wire(request["key"]))):
             context = contextvars.copy_context()  # log fields follow the call into the pool

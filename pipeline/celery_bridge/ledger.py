@@ -10,7 +10,12 @@ re-delivered after an acknowledgement was lost). Two records make both harmless:
   the same, and the completion record absorbs a duplicate message if one exists. It also
   keeps the payload, so the monitor can re-send a stalled task.
 - the *completion record*, written by the worker after the command ran: a second delivery of
-  the same task id returns that result instead of running the command again.
+  the same task id returns that result instead of running the command again. It also holds
+  the command's bounded output, which the monitor publishes to the logs topic.
+
+A cancel turns the dispatch record to `cancelled` (or claims one so, when the request has not
+arrived yet): the dispatcher then never sends the request, and a worker that receives the
+task anyway (a copy already queued, a worker that missed the revoke) does not run it.
 
 Both live next to Celery's results, in the result backend's own store, so the path needs no
 other server; `states` reads many tasks' result entries in one round trip for the monitor.
@@ -20,16 +25,19 @@ The store follows the result backend URL (`app.make_ledger`): Redis, or SQL (`db
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
+
+from pipeline.messages import CancelInfo
 
 
 class DispatchRecord(TypedDict):
-    status: Literal["sending", "sent", "failed"]
+    status: Literal["sending", "sent", "failed", "cancelled"]
     queue: str
     payload: dict[str, Any]
     reason: str | None
     resends: int
     resent_at: float | None
+    cancel: NotRequired[CancelInfo]
 
 
 class Ledger(Protocol):
@@ -46,6 +54,10 @@ class Ledger(Protocol):
     def completed(self, task_id: str) -> dict[str, Any] | None: ...
 
     def complete(self, task_id: str, result: dict[str, Any]) -> None: ...
+
+    def keep_output(self, task_id: str, data: bytes) -> None:
+        """Store a running command's capture so far (a no-op where there is no live copy)."""
+        ...
 
     def states(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Decoded result entries (`status`, `result`, ...) in one round trip; None where a

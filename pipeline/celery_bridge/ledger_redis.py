@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from pipeline.celery_bridge.ledger import DispatchRecord
+from pipeline.tasklogs import capture_key
 
 
 class RedisLedger:
@@ -54,6 +55,10 @@ class RedisLedger:
 
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         self.client.set(self._completion_key(task_id), orjson.dumps(result), px=self.ttl_ms)
+
+    def keep_output(self, task_id: str, data: bytes) -> None:
+        """The running command's capture so far, where a followed log reads it."""
+        self.client.set(capture_key(task_id), data, px=self.ttl_ms)
 
     def states(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Backend entries for many tasks in one MGET (None where no entry exists yet)."""

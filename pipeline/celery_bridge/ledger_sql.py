@@ -128,6 +128,9 @@ class SqlLedger:
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         self._put(f"done-{task_id}", orjson.dumps(result))
 
+    def keep_output(self, task_id: str, data: bytes) -> None:
+        """No live capture on SQL: a Celery log is served once the command finished."""
+
     def states(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Celery's entries for many tasks in one `SELECT ... IN`, decoded as Celery does
         (`meta_from_decoded` turns a stored exception back into one)."""

@@ -23,7 +23,7 @@ import prometheus_client as prom
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from pipeline import logs
+from pipeline import logs, tasklogs
 from pipeline.celery_bridge.app import is_redis, make_app, make_ledger
 from pipeline.celery_bridge.inflight import InFlight, InFlightSet
 from pipeline.celery_bridge.ledger import Ledger
@@ -32,12 +32,14 @@ from pipeline.celery_bridge.states import Observation, observe
 from pipeline.config import Settings
 from pipeline.kafka import Batch, make_consumer, make_producer, send_all, started
 from pipeline.messages import (
+    TERMINAL_STATES,
     InvalidMessage,
     State,
     TaskEvent,
     TaskKey,
     decode_event,
     encode,
+    make_cancelled,
     make_event,
 )
 from pipeline.runtime import Stage
@@ -73,7 +75,13 @@ def transition_events(entry: InFlight, seen: Observation) -> list[TaskEvent]:
     started_command = seen.state == State.RUNNING or seen.exit_code is not None
     if started_command and not entry.running_reported:
         events.append(_event(entry, State.RUNNING))
-    if seen.state in (State.SUCCESS, State.FAILED):
+    if seen.state is State.CANCELLED and seen.cancel is not None:
+        events.append(
+            make_cancelled(
+                entry.key, SOURCE, seen.cancel, executor="celery", celery_task_id=entry.task_id
+            )
+        )
+    elif seen.state in (State.SUCCESS, State.FAILED, State.CANCELLED):
         events.append(_event(entry, seen.state, seen.reason, seen.exit_code))
     return events
 
@@ -179,12 +187,36 @@ class CeleryMonitor(Stage):
         return None
 
     async def publish(self, events: list[TaskEvent]) -> None:
-        """Publish and wait for the acks; only then does the in-flight set move on."""
+        """Publish (with the output of each finished command) and wait for the acks; only then
+        does the in-flight set move on."""
         topic = self.settings.topic.events
         await send_all(self.producer, [(topic, event_key(e), encode(e)) for e in events])
+        await self.keep_logs([e for e in events if State(e["state"]) in TERMINAL_STATES])
         for event in events:
             EVENTS.labels(event["state"]).inc()
             self.inflight.apply(event)
+
+    async def keep_logs(self, finished: list[TaskEvent]) -> None:
+        """Each finished command's captured output (from its completion record) to the logs
+        topic, where it outlives the worker and the result's expiry."""
+        for event in finished:
+            task_id = event.get("celery_task_id")
+            if task_id is None:
+                continue
+            try:
+                done = await asyncio.to_thread(self.ledger.completed, task_id)
+            except RETRIABLE as exc:
+                log.warning("output of %s not kept, backend unreachable: %s", task_id, exc)
+                continue
+            if done is None or "log" not in done:
+                continue
+            key = TaskKey.from_wire(event["key"])
+            record = tasklogs.make_task_log(
+                key, "celery", task_id, str(done["log"]).encode(),
+                max_bytes=self.settings.logs.max_bytes,
+            )  # fmt: skip
+            record["truncated"] += int(done.get("log_truncated") or 0)
+            await tasklogs.publish(self.producer, self.settings.topic.logs, record)
 
     async def stalled(self, entry: InFlight, reason: str, patience: float) -> list[TaskEvent]:
         """Re-send a stalled task once (same id, from its dispatch record), else fail it."""

@@ -2,6 +2,8 @@
 
 The worker stores its command's outcome as a SUCCESS result (`ok`, `exit_code`, `reason`),
 so a failed command arrives with its exit code; a Celery FAILURE means the task itself broke.
+A cancelled task's result carries its `cancel`, and a revoked one shows REVOKED: both are
+`cancelled`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from celery import states as celery_states
 
-from pipeline.messages import State
+from pipeline.messages import CancelInfo, State
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Observation:
     state: State | None
     reason: str | None = None
     exit_code: int | None = None
+    cancel: CancelInfo | None = None
 
 
 NOT_STARTED = Observation(None)
@@ -38,8 +41,8 @@ def observe(meta: dict[str, Any] | None) -> Observation:
         return Observation(State.RUNNING)
     if status == celery_states.FAILURE:
         return Observation(State.FAILED, f"celery task failed: {_error_text(result)}")
-    if status == celery_states.REVOKED:
-        return Observation(State.FAILED, "celery task revoked")
+    if status == celery_states.REVOKED:  # a cancel (the monitor's own revokes report first)
+        return Observation(State.CANCELLED, "celery task revoked")
     return NOT_STARTED  # PENDING, RECEIVED: known to the broker, not yet running
 
 
@@ -47,6 +50,8 @@ def _finished(result: Any) -> Observation:
     if not isinstance(result, dict) or "ok" not in result:
         return Observation(State.FAILED, f"unexpected task result: {str(result)[:200]}")
     exit_code = result.get("exit_code")
+    if result.get("cancel"):
+        return Observation(State.CANCELLED, result.get("reason"), exit_code, result["cancel"])
     if result["ok"]:
         return Observation(State.SUCCESS, None, exit_code)
     return Observation(State.FAILED, result.get("reason") or "failed", exit_code)

@@ -2,7 +2,10 @@
 
 The command runs without a shell, only if the allowlist permits it, in a clean environment
 (PATH and a few harmless variables, then configured and per-request variables), in its own
-process group so a timeout kills everything it started. The result is a small dict the
+process group so a timeout or a cancel (a revoke with terminate: SIGTERM to the pool
+process) kills everything it started. Its stdout and stderr are captured (bounded, secrets
+masked): live in the result backend while it runs, then in the completion record. A task
+whose dispatch record says `cancelled` is never run. The result is a small dict the
 monitor turns into a TaskEvent; failures of the command are results, not Celery exceptions,
 so the exit code always travels with them.
 
@@ -19,17 +22,21 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from celery import Celery, Task
 
 from pipeline import logs
 from pipeline.celery_bridge.app import TASK_NAME, make_app, make_ledger
+from pipeline.celery_bridge.capture import Capture, Store
+from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
 from pipeline.config import CelerySettings, Settings, load_settings
-from pipeline.messages import TaskKey
+from pipeline.messages import CancelInfo, TaskKey, cancelled_reason, utc_now
 from pipeline.security import command_violation
+from pipeline.tasklogs import secrets_of
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +47,33 @@ PROTECTED_ENV: Final = re.compile(r"^(PATH|LD_\w*|DYLD_\w*|PYTHON(PATH|HOME|STAR
 """Variables a request may not set: they would change which program the allowlist admitted."""
 
 
+class Terminated(BaseException):
+    """SIGTERM reached the process running the command: a revoke with terminate (a cancel)."""
+
+    output: tuple[str, int] = ("", 0)  # what the command printed before it was killed
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How one command ended: `exit_code` when it exited, `reason` when it failed."""
 
     exit_code: int | None
     reason: str | None = None
+    cancel: CancelInfo | None = None
+    output: str = field(default="", compare=False, repr=False)  # captured, masked, bounded
+    truncated: int = field(default=0, compare=False, repr=False)  # older output bytes dropped
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and self.reason is None
+        return self.exit_code == 0 and self.reason is None and self.cancel is None
 
     def to_result(self) -> dict[str, Any]:
-        return {"ok": self.ok, **asdict(self)}
+        """What Celery stores as the result (the output goes to the completion record)."""
+        result = {"ok": self.ok, **asdict(self)}
+        del result["output"], result["truncated"]
+        if self.cancel is None:
+            del result["cancel"]
+        return result
 
 
 def command_env(request_env: Mapping[str, str], celery: CelerySettings) -> dict[str, str]:
@@ -67,26 +88,40 @@ def env_violation(request_env: Mapping[str, str]) -> str | None:
     return f"environment not allowed: {', '.join(protected)}" if protected else None
 
 
-def run_command(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> Outcome:
-    """Run argv (no shell) in its own process group; on timeout kill the whole group."""
+def run_command(
+    argv: Sequence[str], env: Mapping[str, str], timeout_s: float, capture: Capture | None = None
+) -> Outcome:
+    """Run argv (no shell) in its own process group; on timeout, or when the worker process
+    is terminated (a revoke), kill the whole group. Output goes to `capture` when given."""
     executable = shutil.which(argv[0], path=env.get("PATH"))
     if executable is None:
         return Outcome(None, f"command not found: {argv[0]!r}")
-    process = subprocess.Popen(
-        list(argv),
-        executable=executable,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    read_fd, write_fd = os.pipe() if capture is not None else (-1, -1)
+    output = write_fd if capture is not None else None
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            executable=executable,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if capture is not None else None,
+            start_new_session=True,
+        )
+    finally:
+        if capture is not None:
+            os.close(write_fd)  # the child holds its own copy
+    if capture is not None:
+        capture.read_from(read_fd)
     try:
         code = process.wait(timeout_s)
     except subprocess.TimeoutExpired:
         _kill_group(process.pid)
         process.wait()
         return Outcome(None, f"timeout after {timeout_s:g}s")
-    except BaseException:  # the worker is going down: take the command with it
+    except BaseException:  # terminated, or the worker is going down: take the command with it
         _kill_group(process.pid)
+        process.wait()
         raise
     if code < 0:
         return Outcome(code, f"killed by signal {-code}")
@@ -98,7 +133,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def execute(payload: Mapping[str, Any], settings: Settings) -> Outcome:
+def execute(payload: Mapping[str, Any], settings: Settings, store: Store | None = None) -> Outcome:
     """Check the request against policy, then run it; a refused command never starts."""
     argv: list[str] = payload["command"]
     request_env: dict[str, str] = payload.get("env") or {}
@@ -108,7 +143,67 @@ def execute(payload: Mapping[str, Any], settings: Settings) -> Outcome:
     if refused:
         return Outcome(None, refused)
     env = command_env(request_env, settings.celery)
-    return run_command(argv, env, settings.celery.execution_timeout_s)
+    capture = Capture(settings.logs.max_bytes, secrets_of(env), store)
+    try:
+        outcome = run_command(argv, env, settings.celery.execution_timeout_s, capture)
+    except Terminated as exc:
+        capture.finish()
+        exc.output = capture.text()
+        raise
+    capture.finish()
+    output, truncated = capture.text()
+    return replace(outcome, output=output, truncated=truncated)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM (Celery's revoke with terminate) raises `Terminated`
+    in the task, so the command's group is killed and the cancel is recorded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a thread pool cannot take signals; its revoke only skips queued tasks
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_once(
+    task_id: str, payload: Mapping[str, Any], ledger: Ledger, settings: Settings
+) -> dict[str, Any]:
+    """Run a delivered task unless it finished or was cancelled; record how it ended (with
+    its output) in the completion record, and return the result without the output."""
+    if (done := ledger.completed(task_id)) is not None:
+        log.info("duplicate delivery of a finished task; not running it again")
+        return {k: v for k, v in done.items() if k not in ("log", "log_truncated")}
+    record = ledger.dispatch(task_id)
+    if record is not None and record["status"] == "cancelled" and "cancel" in record:
+        log.info("task was cancelled before it started; not running it")
+        outcome = Outcome(None, cancelled_reason(record["cancel"]), record["cancel"])
+    else:
+        try:
+            with terminate_raises():
+                outcome = execute(payload, settings, lambda data: ledger.keep_output(task_id, data))
+        except Terminated as exc:
+            cancel = _cancel_of(ledger.dispatch(task_id))
+            output, truncated = exc.output
+            outcome = Outcome(None, cancelled_reason(cancel), cancel, output, truncated)
+            log.info("command terminated by a revoke")
+    log.info("command finished", extra={"exit_code": outcome.exit_code})
+    result = outcome.to_result()
+    ledger.complete(task_id, {**result, "log": outcome.output, "log_truncated": outcome.truncated})
+    return result
+
+
+def _cancel_of(record: DispatchRecord | None) -> CancelInfo:
+    if record is not None and "cancel" in record:
+        return record["cancel"]
+    return {"reason": "revoked", "requested_by": "celery", "requested_at": utc_now()}
 
 
 def register(app: Celery, settings: Settings) -> Task[Any, Any]:
@@ -121,14 +216,7 @@ def register(app: Celery, settings: Settings) -> Task[Any, Any]:
     def run_task(task: Task[Any, Any], payload: dict[str, Any]) -> dict[str, Any]:
         task_id: str = task.request.id
         with logs.bound(task=str(TaskKey.from_wire(payload["key"])), celery_task_id=task_id):
-            if (done := ledger.completed(task_id)) is not None:
-                log.info("duplicate delivery of a finished task; not running it again")
-                return done
-            outcome = execute(payload, settings)
-            log.info("command finished", extra={"exit_code": outcome.exit_code})
-            result = outcome.to_result()
-            ledger.complete(task_id, result)
-            return result
+            return run_once(task_id, payload, ledger, settings)
 
     registered: Task[Any, Any] = run_task
     return registered

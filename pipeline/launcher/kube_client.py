@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -25,10 +26,19 @@ from pipeline.kube import client_configuration
 from pipeline.launcher import metrics
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
 from pipeline.launcher.merge import JsonObj
-from pipeline.messages import TaskKey
-from pipeline.pods import key_from_annotations
+from pipeline.messages import CancelInfo, TaskKey
+from pipeline.pods import CANCEL_ANNOTATION, key_from_annotations
 
 T = TypeVar("T")
+
+
+class PodEnd(StrEnum):
+    """What ending a cancelled task's pod found."""
+
+    ENDED = "ended"
+    FINISHED = "finished"
+    ABSENT = "absent"
+
 
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 _RETRIABLE_STATUS: Final = frozenset({401, 408, 429})
@@ -50,7 +60,7 @@ def classify(exc: Exception) -> LaunchError:
 
 
 class PodApi:
-    """Create, read and list the project's pods in one namespace."""
+    """Create, read, list and end the project's pods in one namespace."""
 
     def __init__(self, kube: KubeSettings, concurrency: int) -> None:
         self.namespace = kube.namespace
@@ -85,6 +95,27 @@ class PodApi:
             raise classify(exc) from None
         phase: str | None = (body.get("status") or {}).get("phase")
         return phase or "Pending"
+
+    async def end(self, name: str, cancel: CancelInfo, grace_s: int | None) -> PodEnd:
+        """End a cancelled task's pod: annotate it with the cancel (so the watcher reports its
+        end as `cancelled`), then delete it with a grace period. Whether it was ended, had
+        finished on its own, or was not there."""
+        try:
+            body = await self._call("get", self._get_sync, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return PodEnd.ABSENT
+            raise classify(exc) from None
+        if (body.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            return PodEnd.FINISHED
+        try:
+            await self._call("patch", self._annotate_sync, name, cancel)
+            await self._call("delete", self._delete_sync, name, grace_s)
+        except ApiException as exc:
+            if exc.status == 404:
+                return PodEnd.ABSENT
+            raise classify(exc) from None
+        return PodEnd.ENDED
 
     async def active_tasks(self, selector: str) -> set[TaskKey]:
         """Task keys of selected pods that have not finished (Airflow's adoption scan)."""
@@ -158,6 +189,28 @@ class PodApi:
             name, self.namespace, _preload_content=False, _request_timeout=self._timeout
         )
         return _json(response)
+
+    def _annotate_sync(self, name: str, cancel: CancelInfo) -> None:
+        patch = {"metadata": {"annotations": {CANCEL_ANNOTATION: orjson.dumps(cancel).decode()}}}
+        response = self._core.patch_namespaced_pod(
+            name,
+            self.namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
+        _json(response)
+
+    def _delete_sync(self, name: str, grace_s: int | None) -> None:
+        response = self._core.delete_namespaced_pod(
+            name,
+            self.namespace,
+            grace_period_seconds=grace_s,
+            _preload_content=False,
+            _request_timeout=self._timeout,
+        )
+        _json(response)
 
     def _list_sync(self, selector: str, token: str | None) -> JsonObj:
         response = self._core.list_namespaced_pod(

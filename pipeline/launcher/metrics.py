@@ -28,3 +28,9 @@ PAUSED = Gauge(
 DEAD_LETTERS = Counter(
     "pipeline_launcher_dead_letters_total", "Requests that failed validation, sent to the DLQ."
 )
+CANCELS = Counter(
+    "pipeline_launcher_cancels_total",
+    "Cancels handled: ended (pod deleted), never_launched, finished (the pod had ended on its "
+    "own), absent (no pod here: the task went elsewhere or has not arrived yet).",
+    ["outcome"],
+)

@@ -38,18 +38,23 @@ from pipeline.config import Settings
 from pipeline.kafka import make_consumer, make_producer, started
 from pipeline.launcher import metrics
 from pipeline.launcher.builder import PodSpecBuilder
+from pipeline.launcher.cancels import CancelBook, read_to_end
+from pipeline.launcher.cancels import follow as follow_cancels
 from pipeline.launcher.errors import LaunchError, PodRejected, retry_delay
 from pipeline.launcher.inflight import InFlight, follow_finished, position_at_end
-from pipeline.launcher.kube_client import TERMINAL_PHASES, PodApi
+from pipeline.launcher.kube_client import TERMINAL_PHASES, PodApi, PodEnd
 from pipeline.launcher.merge import JsonObj
 from pipeline.launcher.offsets import OffsetTracker
 from pipeline.messages import (
+    CancelInfo,
     InvalidMessage,
     State,
     TaskEvent,
     TaskKey,
     decode_request,
     encode,
+    looks_like_control,
+    make_cancelled,
     make_dead_letter,
     make_event,
 )
@@ -70,6 +75,7 @@ class Launch:
     key: TaskKey
     pod: JsonObj
     retries: int = 0
+    cancel: CancelInfo | None = None
 
     @property
     def name(self) -> str:
@@ -95,10 +101,15 @@ class LauncherStage(runtime.Stage):
         self._publishes: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self._follower: asyncio.Task[None] | None = None
+        self.cancels = CancelBook()
+        self.launches: dict[TaskKey, Launch] = {}
+        self._cancel_follower: asyncio.Task[None] | None = None
 
     def health(self) -> tuple[bool, str]:
         if self._follower is not None and self._follower.done():
             return False, "events follower stopped"
+        if self._cancel_follower is not None and self._cancel_follower.done():
+            return False, "control follower stopped"
         return True, "ok"
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -107,6 +118,7 @@ class LauncherStage(runtime.Stage):
         self._stopping = stopping
         self.producer = make_producer(s.kafka, "launcher")
         events = make_consumer(s.kafka, group_id=None, client_id="launcher-events")
+        controls = make_consumer(s.kafka, group_id=None, client_id="launcher-controls")
         requests = make_consumer(
             s.kafka,
             group_id=s.launcher.group_id,
@@ -117,9 +129,15 @@ class LauncherStage(runtime.Stage):
             async with (
                 started(self.producer, s.kafka),
                 started(events, s.kafka),
+                started(controls, s.kafka),
                 started(requests, s.kafka),
             ):
                 await position_at_end(events, s.topic.events)
+                await read_to_end(controls, s.topic.control, self.cancels)
+                self._cancel_follower = runtime.guard(
+                    follow_cancels(controls, self.cancels, self._cancel_in_flight),
+                    "launcher-controls",
+                )
                 if not await self._adopt_in_flight(stopping):
                     return
                 self._follower = runtime.guard(
@@ -133,7 +151,7 @@ class LauncherStage(runtime.Stage):
                     await self._drain()
                     await self._commit(requests)
                 finally:
-                    for task in (committer, self._follower, *self._retries):
+                    for task in (committer, self._follower, self._cancel_follower, *self._retries):
                         task.cancel()
         finally:
             self.api.close()
@@ -193,6 +211,8 @@ class LauncherStage(runtime.Stage):
     def _take(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Launch | None:
         """Begin tracking a record; a Launch when it should become a pod."""
         self._begin(tp, record.offset)
+        if looks_like_control(record.value or b"") and self._take_control(tp, record):
+            return None
         try:
             request = decode_request(
                 record.value or b"", max_bytes=self.settings.kafka.max_message_bytes
@@ -207,6 +227,9 @@ class LauncherStage(runtime.Stage):
             self._publish(tp, record.offset, topic, record.key, encode(letter))
             return None
         key = TaskKey.from_wire(request["key"])
+        if (cancel := self.cancels.get(key)) is not None:  # cancelled before it got here
+            self._spawn(self._attempts, self._cancel(tp, record.offset, key, cancel, owned=True))
+            return None
         try:
             pod = self.builder.build(request)
         except PodRejected as exc:
@@ -214,12 +237,90 @@ class LauncherStage(runtime.Stage):
             self._report(tp, record.offset, self._failed(key, pod_name(key), exc.reason))
             return None
         self.launching += 1
-        return Launch(tp, record.offset, key, pod)
+        launch = self.launches[key] = Launch(tp, record.offset, key, pod)
+        return launch
+
+    def _take_control(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Handle a cancel from the request stream; False when the record is no control."""
+        key = self.cancels.learn(record.value)
+        if key is None:
+            return False
+        cancel = self.cancels.get(key)
+        assert cancel is not None
+        if (launch := self.launches.get(key)) is not None:  # its launch decides: never a pod
+            launch.cancel = cancel
+            self._finish(tp, record.offset)
+        else:
+            self._spawn(self._attempts, self._cancel(tp, record.offset, key, cancel, owned=False))
+        return True
+
+    async def _cancel(
+        self, tp: TopicPartition, offset: int, key: TaskKey, cancel: CancelInfo, *, owned: bool
+    ) -> None:
+        """End a cancelled task's pod, if there is one, and report `cancelled` when this
+        launcher ended it or owned its request (which then is never launched)."""
+        name = pod_name(key)
+        with logs.bound(task=str(key), pod=name):
+            end = await self._end_pod(name, cancel)
+            if end is None:
+                return  # stopping: left uncommitted, handled again after the restart
+            outcome = "never_launched" if owned and end is PodEnd.ABSENT else end.value
+            metrics.CANCELS.labels(outcome).inc()
+            log.info("cancel handled: %s", outcome, extra={"requested_by": cancel["requested_by"]})
+            if end is PodEnd.ENDED or (owned and end is PodEnd.ABSENT):
+                event = make_cancelled(
+                    key, SOURCE, cancel, executor="kubernetes", pod_name=name,
+                    namespace=self.api.namespace,
+                )  # fmt: skip
+                self._report(tp, offset, event)
+            else:
+                self._finish(tp, offset)
+
+    def _cancel_in_flight(self, key: TaskKey) -> None:
+        """A cancel seen on the control topic for a pod already running: end it now (the
+        request stream may be paused at `parallelism`); the in-stream copy finds it ending."""
+        cancel = self.cancels.get(key)
+        if cancel is None or key not in self.in_flight or key in self.launches:
+            return
+        self._spawn(self._attempts, self._end_in_flight(key, cancel))
+
+    async def _end_in_flight(self, key: TaskKey, cancel: CancelInfo) -> None:
+        name = pod_name(key)
+        with logs.bound(task=str(key), pod=name):
+            if await self._end_pod(name, cancel) is PodEnd.ENDED:
+                metrics.CANCELS.labels("ended").inc()
+                event = make_cancelled(
+                    key, SOURCE, cancel, executor="kubernetes", pod_name=name,
+                    namespace=self.api.namespace,
+                )  # fmt: skip
+                self._report(None, 0, event)
+
+    async def _end_pod(self, name: str, cancel: CancelInfo) -> PodEnd | None:
+        """`PodApi.end`, retried while the API is unavailable; None when stopping first."""
+        cfg = self.settings.launcher
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                return await self.api.end(name, cancel, cfg.cancel_grace_period_s)
+            except LaunchError as exc:
+                if not exc.retriable:
+                    log.error("cannot end the pod of a cancelled task: %s", exc.reason)
+                    return PodEnd.ABSENT
+                attempt += 1
+                delay = retry_delay(
+                    exc, attempt, base=cfg.retry_base_s, cap=cfg.retry_max_s, rng=self._rng
+                )
+                await runtime.sleep_unless_stopped(self._stopping, delay)
+        return None
 
     async def _attempt(self, launch: Launch) -> None:
         """One create attempt in a slot the caller took; decides the launch or schedules
         its retry, and frees the slot either way."""
         with logs.bound(task=str(launch.key), pod=launch.name):
+            if launch.cancel is not None:  # cancelled while waiting for a slot or a retry
+                self._slots.release()
+                self._cancelled(launch)
+                return
             try:
                 alive = await self._create(launch)
             except LaunchError as exc:
@@ -231,6 +332,9 @@ class LauncherStage(runtime.Stage):
                 error = None
             finally:
                 self._slots.release()
+            if launch.cancel is not None:  # cancelled while the create was under way
+                self._cancelled(launch)
+                return
             if error is not None:
                 self._after_error(launch, error)
                 return
@@ -272,7 +376,15 @@ class LauncherStage(runtime.Stage):
         await self._slots.acquire()
         await self._attempt(launch)
 
+    def _cancelled(self, launch: Launch) -> None:
+        """The launch ends here: whatever the create did, the pod is ended, never reported."""
+        assert launch.cancel is not None
+        self._decided(launch, alive=False)
+        cancelling = self._cancel(launch.tp, launch.offset, launch.key, launch.cancel, owned=True)
+        self._spawn(self._attempts, cancelling)
+
     def _decided(self, launch: Launch, alive: bool) -> None:
+        self.launches.pop(launch.key, None)
         self.launching -= 1
         if alive:
             self.in_flight.add(launch.key)
@@ -292,19 +404,19 @@ class LauncherStage(runtime.Stage):
             executor="kubernetes", pod_name=name, namespace=self.api.namespace,
         )  # fmt: skip
 
-    def _report(self, tp: TopicPartition, offset: int, event: TaskEvent) -> None:
+    def _report(self, tp: TopicPartition | None, offset: int, event: TaskEvent) -> None:
         key = TaskKey.from_wire(event["key"]).partition_key
         self._publish(tp, offset, self.settings.topic.events, key, encode(event))
 
     def _publish(
-        self, tp: TopicPartition, offset: int, topic: str, key: bytes | None, value: bytes
+        self, tp: TopicPartition | None, offset: int, topic: str, key: bytes | None, value: bytes
     ) -> None:
         self._spawn(self._publishes, self._send(tp, offset, topic, key, value))
 
     async def _send(
-        self, tp: TopicPartition, offset: int, topic: str, key: bytes | None, value: bytes
+        self, tp: TopicPartition | None, offset: int, topic: str, key: bytes | None, value: bytes
     ) -> None:
-        """Send until acknowledged, then let the request's offset be committed."""
+        """Send until acknowledged, then let the request's offset (if any) be committed."""
         while True:
             try:
                 await (await self.producer.send(topic, value, key=key))
@@ -312,6 +424,10 @@ class LauncherStage(runtime.Stage):
             except KafkaError as exc:
                 log.warning("publishing to %s failed (%s); retrying", topic, exc)
                 await asyncio.sleep(1.0)
+        if tp is not None:
+            self._finish(tp, offset)
+
+    def _finish(self, tp: TopicPartition, offset: int) -> None:
         if tracker := self.trackers.get(tp):
             tracker.finish(offset)
 

@@ -36,3 +36,8 @@ CHECKPOINTS = Counter(
 SWEEPS = Counter(
     "pipeline_watcher_sweeps_total", "Pending-timeout and cleanup sweeps completed.", ["namespace"]
 )
+LOGS = Counter(
+    "pipeline_watcher_logs_total",
+    "Finished pods' logs: kept on the logs topic, or unavailable (the pod was already gone).",
+    ["outcome"],
+)

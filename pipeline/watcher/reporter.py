@@ -36,7 +36,8 @@ class CleanupPolicy:
     def should_delete(self, pod: PodObservation) -> bool:
         if not pod.terminal or not self.delete_pods:
             return False
-        return pod.state is State.SUCCESS or self.delete_pods_on_failure
+        cancelled = pod.state is State.CANCELLED  # its delete is under way: see it through
+        return pod.state is State.SUCCESS or cancelled or self.delete_pods_on_failure
 
 
 class PodReporter:

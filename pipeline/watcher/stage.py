@@ -20,12 +20,14 @@ from pipeline import runtime
 from pipeline.config import ConfigError, Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import encode
+from pipeline.podlogs import PodLogs
 from pipeline.pods import managed_selector
 from pipeline.runtime import Stage, guard, sleep_unless_stopped
 from pipeline.watcher import kube, metrics
 from pipeline.watcher.checkpoint import CheckpointStore, scope_key
 from pipeline.watcher.cleanup import Sweeper
 from pipeline.watcher.ledger import PodLedger
+from pipeline.watcher.logcapture import LogCapture
 from pipeline.watcher.reporter import CleanupPolicy, PodReporter, Publish
 from pipeline.watcher.translate import PodObservation
 from pipeline.watcher.watch_loop import Backoff, list_then_watch
@@ -111,8 +113,13 @@ class WatcherStage(Stage):
         )  # fmt: skip
         key = scope_key(api.server, namespace, api.selector)
         saved = await store.load(key)
+        capture = (
+            LogCapture(PodLogs(core, namespace, settings.kube.request_timeout_s), producer,
+                       settings.topic.logs, settings.logs.max_bytes)
+            if watcher.capture_logs else None
+        )  # fmt: skip
         reporter = PodReporter(
-            _publisher(producer, settings.topic.events),
+            _publisher(producer, settings.topic.events, capture),
             api.delete,
             CleanupPolicy(watcher.delete_pods, watcher.delete_pods_on_failure),
             PodLedger(saved.open_pods if saved else ()),
@@ -136,13 +143,15 @@ class WatcherStage(Stage):
         return watch
 
 
-def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:
+def _publisher(producer: AIOKafkaProducer, topic: str, capture: LogCapture | None) -> Publish:
     async def publish(observations: Sequence[PodObservation]) -> None:
         if not observations:
             return
         await send_all(
             producer, [(topic, o.key.partition_key, encode(o.to_event())) for o in observations]
         )
+        if capture is not None:  # before the reporter deletes any of these pods
+            await capture.keep([o for o in observations if o.terminal])
         for observation in observations:
             metrics.EVENTS.labels(observation.state.value).inc()
             log.info("task %s", observation.state.value, extra={

@@ -15,8 +15,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pipeline.messages import TERMINAL_STATES, State, TaskEvent, TaskKey, make_event, parse_time
-from pipeline.pods import key_from_annotations
+from pipeline.messages import (
+    TERMINAL_STATES,
+    CancelInfo,
+    State,
+    TaskEvent,
+    TaskKey,
+    cancelled_reason,
+    make_event,
+    parse_time,
+)
+from pipeline.pods import cancel_from_annotations, key_from_annotations
 
 SOURCE: Final = "watcher"
 EXECUTOR: Final = "kubernetes"
@@ -32,7 +41,9 @@ FATAL_WAITING: Final = frozenset(
     }
 )
 _REASON_MAX = 1024
-_RANK: Final = {State.LAUNCHED: 0, State.RUNNING: 1, State.SUCCESS: 2, State.FAILED: 2}
+_RANK: Final = {
+    State.LAUNCHED: 0, State.RUNNING: 1, State.SUCCESS: 2, State.FAILED: 2, State.CANCELLED: 2,
+}  # fmt: skip
 
 Pod = Mapping[str, Any]
 
@@ -50,6 +61,7 @@ class PodObservation:
     reason: str | None = None
     exit_code: int | None = None
     created_at: str | None = None
+    cancel: CancelInfo | None = None  # the launcher ended this pod for a cancel
 
     @property
     def terminal(self) -> bool:
@@ -71,6 +83,7 @@ class PodObservation:
             namespace=self.namespace,
             resource_version=self.resource_version,
             exit_code=self.exit_code,
+            cancel=self.cancel if self.state is State.CANCELLED else None,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -84,6 +97,7 @@ class PodObservation:
             "reason": self.reason,
             "exit_code": self.exit_code,
             "created_at": self.created_at,
+            "cancel": self.cancel,
         }
 
     @classmethod
@@ -98,6 +112,7 @@ class PodObservation:
             reason=data.get("reason"),
             exit_code=data.get("exit_code"),
             created_at=data.get("created_at"),
+            cancel=data.get("cancel"),
         )
 
 
@@ -123,7 +138,11 @@ def observe(pod: Pod, *, deleted: bool = False) -> PodObservation | None:
     )
     if state is None:
         return None
-    if deleted and state not in TERMINAL_STATES:
+    cancel = cancel_from_annotations(metadata.get("annotations"))
+    unfinished_end = deleted and state not in TERMINAL_STATES
+    if cancel is not None and (state is State.FAILED or unfinished_end):
+        state, reason = State.CANCELLED, cancelled_reason(cancel)  # killed because cancelled
+    elif unfinished_end:
         state, reason = State.FAILED, f"pod deleted while {phase.lower()}" + _suffix(reason)
     return PodObservation(
         key=key,
@@ -135,11 +154,15 @@ def observe(pod: Pod, *, deleted: bool = False) -> PodObservation | None:
         reason=_clip(reason),
         exit_code=exit_code,
         created_at=metadata.get("creationTimestamp"),
+        cancel=cancel,
     )
 
 
 def vanished(last: PodObservation) -> PodObservation:
-    """A pod that disappeared while no watch was running: its final state is unknown."""
+    """A pod that disappeared while no watch was running: its final state is unknown (unless
+    it was being cancelled)."""
+    if last.cancel is not None:
+        return replace(last, state=State.CANCELLED, reason=cancelled_reason(last.cancel))
     reason = f"pod deleted while the watch was away (last seen {last.state.value})"
     return replace(last, state=State.FAILED, reason=reason, exit_code=None)
 

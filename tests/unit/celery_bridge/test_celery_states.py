@@ -30,11 +30,19 @@ def test_a_finished_command_carries_its_exit_code() -> None:
     assert observe({"status": "SUCCESS", "result": refused}).reason == refused["reason"]
 
 
-def test_celery_failures_and_revokes_fail_the_task() -> None:
+def test_celery_failures_fail_the_task_and_revokes_cancel_it() -> None:
     failure = {"status": "FAILURE", "result": {"exc_type": "WorkerLostError", "exc_message": ["x"]}}
     assert observe(failure) == Observation(State.FAILED, "celery task failed: WorkerLostError: x")
-    assert observe({"status": "REVOKED", "result": None}).state == State.FAILED
+    assert observe({"status": "REVOKED", "result": None}).state == State.CANCELLED
     assert observe({"status": "SUCCESS", "result": 42}).state == State.FAILED
+
+
+def test_a_cancelled_command_is_cancelled_with_who_asked() -> None:
+    cancel = {"reason": "stop", "requested_by": "bob", "requested_at": "2026-01-01T00:00:00Z"}
+    result = {"ok": False, "exit_code": None, "reason": "cancelled by bob: stop", "cancel": cancel}
+    assert observe({"status": "SUCCESS", "result": result}) == Observation(
+        State.CANCELLED, "cancelled by bob: stop", None, cancel
+    )
 
 
 keys = st.builds(
