@@ -133,14 +133,18 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def refusal(payload: Mapping[str, Any], settings: Settings) -> str | None:
+    """Why policy refuses the request's command or environment, or None."""
+    return command_violation(payload["command"], settings.security.allowed_commands) or (
+        env_violation(payload.get("env") or {})
+    )
+
+
 def execute(payload: Mapping[str, Any], settings: Settings, store: Store | None = None) -> Outcome:
     """Check the request against policy, then run it; a refused command never starts."""
     argv: list[str] = payload["command"]
     request_env: dict[str, str] = payload.get("env") or {}
-    refused = command_violation(argv, settings.security.allowed_commands) or env_violation(
-        request_env
-    )
-    if refused:
+    if refused := refusal(payload, settings):
         return Outcome(None, refused)
     env = command_env(request_env, settings.celery)
     capture = Capture(settings.logs.max_bytes, secrets_of(env), store)
@@ -181,8 +185,9 @@ def run_once(
     if (done := ledger.completed(task_id)) is not None:
         log.info("duplicate delivery of a finished task; not running it again")
         return {k: v for k, v in done.items() if k not in ("log", "log_truncated")}
-    record = ledger.dispatch(task_id)
-    if record is not None and record["status"] == "cancelled" and "cancel" in record:
+    if refused := refusal(payload, settings):  # before any other round trip: never started
+        outcome = Outcome(None, refused)
+    elif (record := ledger.dispatch(task_id)) is not None and _is_cancelled(record):
         log.info("task was cancelled before it started; not running it")
         outcome = Outcome(None, cancelled_reason(record["cancel"]), record["cancel"])
     else:
@@ -198,6 +203,10 @@ def run_once(
     result = outcome.to_result()
     ledger.complete(task_id, {**result, "log": outcome.output, "log_truncated": outcome.truncated})
     return result
+
+
+def _is_cancelled(record: DispatchRecord) -> bool:
+    return record["status"] == "cancelled" and "cancel" in record
 
 
 def _cancel_of(record: DispatchRecord | None) -> CancelInfo:

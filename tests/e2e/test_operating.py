@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -21,7 +24,14 @@ import pytest_asyncio
 from pipeline.celery_bridge.app import make_app, make_ledger, task_id_for
 from pipeline.client import AsyncPipelineClient
 from pipeline.kafka import make_producer, send_all, started
-from pipeline.messages import TERMINAL_STATES, TaskKey, encode, make_request
+from pipeline.messages import (
+    TERMINAL_STATES,
+    TaskKey,
+    encode,
+    make_control,
+    make_request,
+    parse_time,
+)
 from pipeline.pods import pod_name
 from pipeline.sandbox.dev import DevEnvironment, DevOptions, dev_environment
 from pipeline.sandbox.kube import FaultConfig, Timings
@@ -288,3 +298,99 @@ async def run_cli(*args: str, env: dict[str, str], timeout_s: float = 60.0) -> t
     out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+RACERS = 200
+
+
+async def test_cancels_racing_launches_leave_no_pod_and_none_launched_after_its_cancel(
+    ops: DevEnvironment,
+) -> None:
+    """200 pods, each cancelled at a random moment from before its request to after its
+    launch; then every request again after a launcher restart (a re-delivery)."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    run_id = f"race-{uuid.uuid4().hex[:8]}"
+    keys = [TaskKey("ops", f"racer-{i}", run_id) for i in range(RACERS)]
+    created: dict[str, list[float]] = {}
+
+    def on_change(event: Any) -> None:
+        annotations = event.obj["metadata"].get("annotations") or {}
+        if event.type == "ADDED" and annotations.get("pipeline.dev/run_id") == run_id:
+            created.setdefault(annotations["pipeline.dev/task_id"], []).append(time.time())
+
+    remove = ops.emulator.store.add_listener(on_change)
+    kafka, topics = ops.settings.kafka, ops.settings.topic
+    requests = [
+        (topics.requests, k.partition_key, encode(make_request(k, ["sleep", "60"], "kubernetes")))
+        for k in keys
+    ]
+    try:
+        async with started(make_producer(kafka, "race"), kafka) as producer:
+
+            async def cancel_later(key: TaskKey, delay: float) -> None:
+                await asyncio.sleep(delay)
+                control = make_control(key, "race", "tester")
+                await send_all(producer, [(topics.control, key.partition_key, encode(control))])
+
+            delays = [rng.uniform(-0.5, 4.0) for _ in keys]
+            early = [cancel_later(k, 0) for k, d in zip(keys, delays, strict=True) if d < 0]
+            await asyncio.gather(*early)
+            await send_all(producer, requests)
+            await asyncio.gather(
+                *(cancel_later(k, d) for k, d in zip(keys, delays, strict=True) if d >= 0)
+            )
+        states = await settle_run(ops, run_id, RACERS)
+        wrong = {k: s["state"] for k, s in states.items() if s["state"] != "cancelled"}
+        assert not wrong, f"seed {seed}: not cancelled: {wrong}"
+        await until(lambda: not any(pod_exists(ops, k) for k in keys), timeout_s=60)
+        late = {}
+        for key in keys:
+            cancelled_at = _cancelled_at(states[key.task_id])
+            if any(t >= cancelled_at for t in created.get(key.task_id, [])):
+                late[key.task_id] = (created[key.task_id], cancelled_at)
+        assert not late, f"seed {seed}: pods created after their cancel: {late}"
+        launched = sum(1 for k in keys if k.task_id in created)
+        assert 0 < launched < RACERS, f"seed {seed}: {launched} launched: no race was run"
+
+        await ops.restart_stage("launcher")
+        created.clear()
+        async with started(make_producer(kafka, "race-again"), kafka) as producer:
+            await send_all(producer, requests)
+        await eventually(
+            lambda: _never_launched_at_least(ops, RACERS), timeout_s=90, interval_s=0.5
+        )
+        assert not created, f"seed {seed}: re-delivered cancelled requests became pods"
+    finally:
+        remove()
+
+
+async def settle_run(env: DevEnvironment, run_id: str, count: int) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+
+    async def all_terminal() -> bool:
+        async with AsyncPipelineClient(env.api_url) as client:
+            tasks = await client.tasks(run_id=run_id, limit=10_000)
+        found.update({t["key"]["task_id"]: t for t in tasks})
+        return len(found) == count and all(t["state"] in TERMINAL_STATES for t in found.values())
+
+    await eventually(all_terminal, timeout_s=120, interval_s=0.5)
+    return found
+
+
+def _cancelled_at(state: dict[str, Any]) -> float:
+    [step] = [s for s in state["history"] if s["state"] == "cancelled"]
+    return parse_time(step["observed_at"]).timestamp()
+
+
+async def _never_launched_at_least(env: DevEnvironment, count: int) -> bool:
+    url = env.stage_url("launcher") + "/metrics"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            text = await response.text()
+    except aiohttp.ClientError:
+        return False
+    for line in text.splitlines():
+        if line.startswith('pipeline_launcher_cancels_total{outcome="never_launched"}'):
+            return float(line.split()[-1]) >= count
+    return False
