@@ -39,6 +39,7 @@ from pipeline.sandbox.kube.status import ApiError
 from pipeline.sandbox.workload import STUCK_IMAGE
 from tests.fixtures.celery import redis_env
 from tests.fixtures.polling import eventually
+from tests.fixtures.redis import RedisServer
 from tests.fixtures.reducer import PIPELINE
 
 pytestmark = [
@@ -53,14 +54,14 @@ PY = sys.executable
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ops(
-    redis_db: int, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DevEnvironment]:
     options = DevOptions(
         kube_mode="process",
         faults=FaultConfig(stuck_pending_images=STUCK_IMAGE),
         timings=Timings(pending_seconds=0.0, run_seconds=0.05, backoff_seconds=0.05),
         extra_env={
-            **redis_env(redis_db),
+            **redis_env(redis_server.url(redis_server.new_db())),
             "PIPELINE_SECURITY_ALLOWED_COMMANDS": orjson.dumps(ALLOWED).decode(),
             "PIPELINE_ROUTER_SESSION_TIMEOUT_MS": "6000",
             "PIPELINE_LAUNCHER_SESSION_TIMEOUT_MS": "6000",
