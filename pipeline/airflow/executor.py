@@ -201,10 +201,15 @@ class PipelineExecutor(BaseExecutor):
     def try_adopt_task_instances(self, tis: Sequence[TaskInstance]) -> Sequence[TaskInstance]:
         """Adopt every TI whose try the pipeline knows; the rest go back to the scheduler.
 
+        A TI this executor handed over itself is kept as it is (the scheduler also offers its
+        own when it thought itself dead, e.g. a heartbeat late on a loaded machine).
+
         A known try is running, or will be: its request is durable on the topics. A try the
         reducer has never seen cannot be told apart from one never published, so it is
         returned (and re-scheduled as a new try) rather than waited for.
         """
+        ours = [ti for ti in tis if ti.key in self._tracked]  # handed over by this process
+        tis = [ti for ti in tis if ti.key not in self._tracked]
         keys = {ti.key: task_key(ti) for ti in tis}
         try:
             states = self._states(keys.values())
@@ -219,8 +224,8 @@ class PipelineExecutor(BaseExecutor):
             tracked = _Tracked(keys[ti.key], self.clock(), published=True)
             self._tracked[ti.key] = tracked
             self.running.add(ti.key)
-        log.info("adopted %d task instances, returned %d", len(tis) - len(not_adopted),
-                 len(not_adopted))  # fmt: skip
+        adopted = len(ours) + len(tis) - len(not_adopted)
+        log.info("adopted %d task instances, returned %d", adopted, len(not_adopted))
         return not_adopted
 
     def revoke_task(self, *, ti: TaskInstance) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import platform
 from collections.abc import Callable, Coroutine
@@ -26,7 +27,12 @@ BENCHES: dict[str, str] = {
     "reducer": "pipeline.bench.reducer",
     "kube": "pipeline.bench.kube",
     "e2e": "pipeline.bench.end_to_end",
+    "airflow": "pipeline.bench.airflow",
 }
+
+
+def airflow_installed() -> bool:
+    return importlib.util.find_spec("airflow") is not None
 
 
 def show(results: list[BenchResult]) -> None:
@@ -143,7 +149,11 @@ def bench(
         api_latency_ms=api_latency_ms,
         parallelism=parallelism,
     )
-    names = list(BENCHES) if name == "all" else [name]
+    names = (
+        [b for b in BENCHES if b != "airflow" or airflow_installed()] if name == "all" else [name]
+    )
+    if names == ["airflow"] and not airflow_installed():
+        raise CliError("the airflow benchmark needs the airflow extra: pip install '.[airflow]'")
     results = [run_one(each, n, e2e) for each in names]
     if name == "all" and report_path is None:
         report_path = Path("bench-report.json")

@@ -199,6 +199,21 @@ def test_adoption_keeps_what_the_pipeline_knows_and_returns_the_rest(
     assert executor.get_event_buffer() == {known.key: (TaskInstanceState.SUCCESS, None)}
 
 
+def test_adoption_of_its_own_tries_keeps_them_as_they_are(
+    executor: PipelineExecutor, api: ScriptedApi
+) -> None:
+    w = workload()
+    hand_over(executor, w)
+    api.set(task_key(w.ti), "running")
+    executor.sync()
+    assert executor.get_event_buffer() == {w.ti.key: (TaskInstanceState.RUNNING, None)}
+    api.down = True  # the reducer need not answer for what this executor handed over
+    assert executor.try_adopt_task_instances([_TI(w)]) == []  # type: ignore[list-item]
+    api.down = False
+    executor.sync()
+    assert executor.get_event_buffer() == {}  # running is not reported a second time
+
+
 def test_adoption_without_the_api_adopts_nothing(
     executor: PipelineExecutor, api: ScriptedApi
 ) -> None:
