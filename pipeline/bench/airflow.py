@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 
@@ -147,16 +148,18 @@ def pod_counter(kubeconfig: Path) -> Callable[[], int]:
 async def run(n: int) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="bench-airflow-") as tmp, tansu_broker() as broker:
         async with emulator_process() as (kubeconfig, _pid):
-            os.environ.update(airflow_env(Path(tmp), kubeconfig, n) | sandbox_env())
-            os.environ["PIPELINE_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            settings = load_settings()
-            await create_topics(settings.kafka, settings.topic)
-            count = pod_counter(kubeconfig)
-            subject: list[float] = []
-            baseline: list[float] = []
-            for _ in range(ROUNDS):
-                subject.append(await asyncio.to_thread(pipeline_round, n))
-                baseline.append(await asyncio.to_thread(kubernetes_round, n, count))
+            env = airflow_env(Path(tmp), kubeconfig, n) | sandbox_env()
+            env["PIPELINE_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+            with mock.patch.dict(os.environ, env):  # both executors read their settings there
+                settings = load_settings()
+                await create_topics(settings.kafka, settings.topic)
+                count = pod_counter(kubeconfig)
+                subject: list[float] = []
+                baseline: list[float] = []
+                for _ in range(ROUNDS):
+                    subject.append(await asyncio.to_thread(pipeline_round, n))
+                    baseline.append(await asyncio.to_thread(kubernetes_round, n, count))
+                pods = count()
     return BenchResult(
         name="airflow",
         baseline="KubernetesExecutor: one loop, pods created",
@@ -164,5 +167,9 @@ async def run(n: int) -> BenchResult:
         baseline_per_s=statistics.median(baseline),
         subject_per_s=statistics.median(subject),
         params={"n": n, "rounds": ROUNDS, "creation_batch": n},
-        extra={"subject_rounds_per_s": subject, "baseline_rounds_per_s": baseline},
+        extra={
+            "subject_rounds_per_s": subject,
+            "baseline_rounds_per_s": baseline,
+            "pods_created": pods,
+        },
     )
