@@ -248,3 +248,56 @@ def test_a_crashing_container_records_backoff_warnings(cluster: Cluster) -> None
     types = cluster.ok("get", "events", selector, "-o", "jsonpath={.items[*].type}")
     assert types.split() == ["Warning"]
     cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
+def test_label_annotate_and_select(cluster: Cluster) -> None:
+    name, other = cluster.name("labelled"), cluster.name("other")
+    cluster.create_pod(name, "sleep 60")
+    cluster.create_pod(other, "sleep 60")
+    assert cluster.ok("label", "pod", name, "tier=web").strip() == f"pod/{name} labeled"
+    assert cluster.ok("annotate", "pod", name, "note=hi").strip() == f"pod/{name} annotated"
+    selected = cluster.ok("get", "pods", "-l", "tier=web", "-o", "name").split()
+    assert selected == [f"pod/{name}"]
+    everywhere = columns(cluster.ok("get", "pods", "-A", "-l", "tier=web"))
+    assert everywhere[0][:2] == ["NAMESPACE", "NAME"]
+    assert [r[:2] for r in everywhere[1:]] == [[cluster.namespace, name]]
+    wait_for(cluster, name, "condition=Ready")
+    running = cluster.ok(
+        "get", "pods", "--field-selector=status.phase=Running,metadata.name=" + name, "-o", "name"
+    )
+    assert running.split() == [f"pod/{name}"]
+    pod = yaml.safe_load(cluster.ok("get", "pod", name, "-o", "yaml"))
+    assert pod["metadata"]["labels"]["tier"] == "web"
+    assert pod["metadata"]["annotations"]["note"] == "hi"
+    assert cluster.ok("label", "pod", name, "tier-").strip() == f"pod/{name} unlabeled"
+    assert (
+        "tier" not in json.loads(cluster.ok("get", "pod", name, "-o", "json"))["metadata"]["labels"]
+    )
+    bad = cluster.kubectl("get", "pods", "--field-selector=spec.image=x")
+    assert bad.returncode == 1 and 'field label not supported: "spec.image"' in bad.stderr
+    cluster.ok("delete", "pod", name, other, "--grace-period=0", "--force")
+
+
+def test_get_watch_prints_each_change_as_a_row(cluster: Cluster) -> None:
+    name = cluster.name("watched")
+    cluster.create_pod(name, "trap 'exit 0' TERM; while true; do sleep 0.1; done", grace=30)
+    wait_for(cluster, name, "condition=Ready")
+    watcher = subprocess.Popen(
+        cluster.argv("get", "pod", name, "-w"), stdout=subprocess.PIPE, text=True, env=cluster.env()
+    )
+    try:
+        assert watcher.stdout is not None
+        lines = [watcher.stdout.readline(), watcher.stdout.readline()]
+        cluster.ok("delete", "pod", name, "--wait=false")
+        while "Completed" not in lines[-1]:
+            line = watcher.stdout.readline()
+            assert line, "kubectl get -w ended early"
+            lines.append(line)
+    finally:
+        watcher.kill()
+        watcher.wait()
+    header, *rows = columns("".join(lines))
+    assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    statuses = [r[2] for r in rows]
+    assert statuses[0] == "Running" and "Terminating" in statuses and statuses[-1] == "Completed"
+    assert all(r[0] == name for r in rows)
