@@ -23,11 +23,12 @@ from kubernetes.client.exceptions import ApiException
 
 from pipeline.config import KubeSettings
 from pipeline.kube import client_configuration
-from pipeline.watcher.watch_loop import Listing, Pod, WatchGone, WatchUnavailable
+from pipeline.watcher.watch_loop import Frames, Listing, Pod, WatchGone, WatchUnavailable
 
 _T = TypeVar("_T")
 _RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
 _CONNECT_TIMEOUT_S = 10.0
+_BATCH_MAX = 500  # frames handed over at once, at most
 
 
 def core_v1(kube: KubeSettings) -> client.CoreV1Api:
@@ -103,7 +104,7 @@ class PodApi:
             raise
         return True
 
-    async def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Pod]:
+    async def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Frames]:
         """Frames from `resource_version` on, until the server ends the stream or `stopping`."""
         loop = asyncio.get_running_loop()
         frames: asyncio.Queue[Pod | BaseException | None] = asyncio.Queue()
@@ -131,11 +132,18 @@ class PodApi:
         try:
             while True:
                 item = await _next(frames, stop)
+                batch: list[Pod] = []
+                while item is not None and not isinstance(item, BaseException):
+                    batch.append({"type": item["type"], "object": item["raw_object"]})
+                    if len(batch) >= _BATCH_MAX or frames.empty():
+                        break
+                    item = frames.get_nowait()
+                if batch:
+                    yield batch
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise _classify(item) from item
-                yield {"type": item["type"], "object": item["raw_object"]}
         finally:
             stream.stop()  # type: ignore[no-untyped-call]
             stop.cancel()

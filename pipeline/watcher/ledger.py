@@ -34,6 +34,17 @@ class PodLedger:
         last = self._pods.get(seen.uid)
         return last is None or seen.rank() > last.rank()
 
+    def news_among(self, seen: Iterable[PodObservation]) -> list[PodObservation]:
+        """The observations of a batch worth publishing, each judged after those before it."""
+        ahead: dict[str, PodObservation] = {}
+        found = []
+        for pod in seen:
+            last = ahead.get(pod.uid) or self._pods.get(pod.uid)
+            if last is None or pod.rank() > last.rank():
+                found.append(pod)
+                ahead[pod.uid] = pod
+        return found
+
     def record(self, seen: PodObservation) -> None:
         """Remember an observation; a step backwards (a stale replay) only refreshes nothing."""
         last = self._pods.get(seen.uid)

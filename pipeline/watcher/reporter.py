@@ -75,14 +75,25 @@ class PodReporter:
         self.resource_version = resource_version
         self.synced.set()
 
-    async def changed(self, kind: str, pod: Pod) -> None:
-        deleted = kind == "DELETED"
-        observation = _observe(pod, deleted=deleted)
-        if observation is None:
-            return
-        await self.report(observation, clean_up=not deleted)
-        if deleted:
-            self.ledger.forget(observation.uid)
+    async def changed(self, changes: Sequence[tuple[str, Pod]]) -> None:
+        """A batch of watch changes: one publish (one broker round trip) for all their news.
+
+        Then each is remembered in stream order, pods whose DELETED frame came are forgotten,
+        and the finished ones are cleaned up concurrently (each delete is an API call).
+        """
+        observed: list[tuple[PodObservation, bool]] = []
+        for kind, pod in changes:
+            observation = _observe(pod, deleted=kind == "DELETED")
+            if observation is not None:
+                observed.append((observation, kind == "DELETED"))
+        await self._publish(self.ledger.news_among([o for o, _ in observed]))
+        for observation, deleted in observed:
+            self.ledger.record(observation)
+            if deleted:
+                self.ledger.forget(observation.uid)
+        gone = {o.uid for o, deleted in observed if deleted}
+        finished = {o.uid: o for o, deleted in observed if o.uid not in gone}
+        await asyncio.gather(*(self.clean_up(o) for o in finished.values()))
 
     async def progressed(self, resource_version: str) -> None:
         self.resource_version = resource_version

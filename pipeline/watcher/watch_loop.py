@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from pipeline.watcher import metrics
 log = logging.getLogger(__name__)
 
 Pod = dict[str, Any]
+Frames = list[Pod]  # a batch of watch frames, in stream order
 
 
 class WatchGone(Exception):
@@ -44,8 +45,12 @@ class PodSource(Protocol):
 
     async def list(self) -> Listing: ...
 
-    def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Pod]:
-        """Raw watch frames ({"type", "object"}) until the server ends the stream or stop."""
+    def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Frames]:
+        """Raw watch frames ({"type", "object"}) until the server ends the stream or stop.
+
+        Frames come in batches, in stream order: whatever arrived since the last batch, so a
+        handler can make many changes durable with one round trip instead of one each.
+        """
         ...
 
 
@@ -53,8 +58,8 @@ class WatchHandler(Protocol):
     async def listed(self, pods: list[Pod], resource_version: str) -> None:
         """A full list: the handler compares it with what it knew (adoption, 410 recovery)."""
 
-    async def changed(self, kind: str, pod: Pod) -> None:
-        """One ADDED / MODIFIED / DELETED pod."""
+    async def changed(self, changes: Sequence[tuple[str, Pod]]) -> None:
+        """ADDED / MODIFIED / DELETED pods, in stream order; durable when this returns."""
 
     async def progressed(self, resource_version: str) -> None:
         """Everything up to `resource_version` was handed over (a bookmark or an event)."""
@@ -102,10 +107,10 @@ async def list_then_watch(
                 rv = listing.resource_version
                 heard = time.monotonic()
             frames = 0
-            async for frame in source.watch(rv, stopping):
-                rv = await _dispatch(frame, handler) or rv
+            async for batch in source.watch(rv, stopping):
+                rv = await _dispatch(batch, handler) or rv
                 heard = time.monotonic()
-                frames += 1
+                frames += len(batch)
                 backoff.reset()
             why = "stopped" if stopping.is_set() else "timeout" if frames else "dropped"
             if why == "dropped":  # ended before saying anything: do not spin on a bad server
@@ -126,24 +131,36 @@ async def list_then_watch(
             metrics.WATCH_RESTARTS.labels(namespace, why).inc()
 
 
-async def _dispatch(frame: Pod, handler: WatchHandler) -> str | None:
-    """Hand one frame to the handler; the resourceVersion to resume from after it."""
-    kind = frame.get("type")
-    obj = frame.get("object") or {}
-    rv = (obj.get("metadata") or {}).get("resourceVersion")
-    if kind == "ERROR":
-        code = obj.get("code")
-        if code == 410:
-            raise WatchGone(obj.get("message") or "Gone")
-        raise WatchUnavailable(f"watch error {code}: {obj.get('message')}")
-    if kind == "BOOKMARK":
-        if rv:
-            await handler.progressed(rv)
-        return rv
-    if kind in ("ADDED", "MODIFIED", "DELETED"):
-        await handler.changed(kind, obj)
-        if rv:
-            await handler.progressed(rv)
-        return rv
-    log.warning("unknown watch frame type %r ignored", kind)
-    return None
+async def _dispatch(frames: Sequence[Pod], handler: WatchHandler) -> str | None:
+    """Hand a batch of frames to the handler; the resourceVersion to resume from after it.
+
+    Changes before an ERROR frame are handed over (and progressed) before it is raised.
+    """
+    changes: list[tuple[str, Pod]] = []
+    rv: str | None = None
+    error: Exception | None = None
+    for frame in frames:
+        kind = frame.get("type")
+        obj = frame.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            message = obj.get("message")
+            error = (
+                WatchGone(message or "Gone")
+                if code == 410
+                else (WatchUnavailable(f"watch error {code}: {message}"))
+            )
+            break
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            changes.append((kind, obj))
+        elif kind != "BOOKMARK":
+            log.warning("unknown watch frame type %r ignored", kind)
+            continue
+        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+    if changes:
+        await handler.changed(changes)
+    if rv:
+        await handler.progressed(rv)
+    if error is not None:
+        raise error
+    return rv

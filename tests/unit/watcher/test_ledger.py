@@ -98,3 +98,17 @@ def test_a_checkpoint_carries_only_unfinished_pods() -> None:
     restored = PodLedger(saved.open_pods)
     assert sorted(o.uid for o in restored.open_pods()) == ["a", "c"]
     assert restored.get("a") == ledger.get("a")
+
+
+def test_news_among_a_batch_judges_each_after_the_ones_before_it() -> None:
+    ledger = PodLedger([seen("Pending")])
+    batch = [seen("Running", rv="2"), seen("Running", rv="3"), seen("Pending", rv="4"),
+             seen("Succeeded", rv="5"), seen("Running", uid="uid-2")]  # fmt: skip
+    assert ledger.news_among(batch) == [batch[0], batch[3], batch[4]]
+    assert ledger.news(batch[0]), "judging a batch remembers nothing"
+
+
+@given(st.lists(st.tuples(st.sampled_from(PHASES), st.sampled_from(["a", "b"])), max_size=12))
+def test_news_among_equals_publishing_one_by_one(steps: list[tuple[str, str]]) -> None:
+    batch = [seen(phase, uid=uid, rv=str(i)) for i, (phase, uid) in enumerate(steps)]
+    assert PodLedger().news_among(batch) == publish(PodLedger(), batch)

@@ -7,7 +7,7 @@ against the real emulator is covered by the integration tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -44,7 +44,9 @@ class ScriptedSource:
         self.calls.append("list")
         return self.lists.pop(0)
 
-    async def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Pod]:
+    async def watch(
+        self, resource_version: str, stopping: asyncio.Event
+    ) -> AsyncIterator[list[Pod]]:
         self.calls.append(f"watch@{resource_version}")
         self.watched.set()
         if not self.watches:
@@ -54,7 +56,7 @@ class ScriptedSource:
         if isinstance(step, Exception):
             raise step
         for item in step:
-            yield item
+            yield [item]
 
 
 class Recorder:
@@ -64,8 +66,9 @@ class Recorder:
     async def listed(self, pods: list[Pod], resource_version: str) -> None:
         self.seen.append(f"listed@{resource_version}:{len(pods)}")
 
-    async def changed(self, kind: str, pod: Pod) -> None:
-        self.seen.append(f"{kind}@{pod['metadata']['resourceVersion']}")
+    async def changed(self, changes: Sequence[tuple[str, Pod]]) -> None:
+        for kind, pod in changes:
+            self.seen.append(f"{kind}@{pod['metadata']['resourceVersion']}")
 
     async def progressed(self, resource_version: str) -> None:
         self.seen.append(f"progress@{resource_version}")
