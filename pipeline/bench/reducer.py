@@ -1,12 +1,15 @@
-"""`pipeline bench reducer`: the reducer's fold rate against a bare consume loop.
+"""`pipeline bench reducer`: the reducer's fold rate against a bare fold-and-changelog loop.
 
 Both read the same N pre-published events (task lifecycles: queued, launched, running,
-success) from one sandbox broker. The baseline assigns every partition and counts records;
-the subject is `pipeline run reducer` (the faust worker, in its own process, as deployed)
-folding them into its table and changelog, timed from its first folded event to its N-th
-as its `/stats` reports them (group join and recovery are not timed). Also measured: the
-pure fold without Kafka, and the time `pipeline replay events --rebuild` needs to rebuild
-state from the N events (read to the high-water + refold).
+success) from one sandbox broker. The baseline is the honest ceiling of what the reducer
+does: a bare aiokafka loop that consumes, decodes, folds and writes each touched state once
+per batch to a changelog topic, waiting for the broker's acks. The subject is `pipeline run
+reducer` (the faust worker, in its own process, as deployed) folding them into its table
+and changelog, timed from its first folded event to its N-th as its `/stats` reports them
+(group join and recovery are not timed). Also measured: a bare consume loop that only
+counts records (the old baseline), the pure fold without Kafka, and the time `pipeline
+replay events --rebuild` needs to rebuild state from the N events (read to the high-water
++ refold).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pipeline.messages import State, TaskEvent, TaskKey, decode_event, encode, m
 from pipeline.reducer.fold import TaskState, fold_event, state_key
 from pipeline.replay import collect, read_range, rebuild_records
 from pipeline.sandbox.broker import free_port, tansu_broker
-from pipeline.sandbox.profile import sandbox_kafka
+from pipeline.sandbox.profile import sandbox_env, sandbox_kafka
 
 DEFAULT_N = 20_000
 PARTITIONS = 4
@@ -71,6 +74,31 @@ async def bare_consume(settings: Settings, n: int) -> float:
         return n / (time.perf_counter() - began)
 
 
+async def bare_fold(settings: Settings, n: int) -> float:
+    """The baseline: consume, decode, fold, and write touched states to a changelog per batch."""
+    kafka, limit = settings.kafka, settings.reducer.history_limit
+    changelog = f"{settings.topic.state}.baseline"
+    await create_topics(kafka, settings.topic.model_copy(update={"state": changelog}))
+    consumer = make_consumer(kafka, group_id=None, client_id="bench-bare-fold")
+    async with started(consumer, kafka), started(make_producer(kafka, "bench"), kafka) as producer:
+        consumer.assign([TopicPartition(settings.topic.events, p) for p in range(PARTITIONS)])
+        states: dict[bytes, TaskState] = {}
+        seen, began = 0, time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            touched: dict[bytes, TaskState] = {}
+            for records in batch.values():
+                for record in records:
+                    event = decode_event(record.value or b"")
+                    key = state_key(event["key"])
+                    current = touched.get(key) or states.get(key)
+                    touched[key], _ = fold_event(current, event, limit)
+                seen += len(records)
+            states |= touched
+            await send_all(producer, [(changelog, k, encode(s)) for k, s in touched.items()])
+        return n / (time.perf_counter() - began)
+
+
 def pure_fold(batch: list[TaskEvent], history_limit: int) -> float:
     """Decode and fold the same events in-process (no Kafka): the fold's own ceiling."""
     raw = [encode(e) for e in batch]
@@ -92,7 +120,7 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        return await time_folding(f"http://127.0.0.1:{port}/stats?scope=local", n)
+        return await time_folding(f"http://127.0.0.1:{port}/stats?scope=local", n, process)
     finally:
         process.terminate()
         try:
@@ -102,7 +130,7 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
             await process.wait()
 
 
-async def time_folding(url: str, n: int) -> dict[str, float]:
+async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) -> dict[str, float]:
     first: tuple[float, int] | None = None
     deadline_s = 120 + n / 500  # generous: the worker folds a few thousand events/s
     async with aiohttp.ClientSession() as session, asyncio.timeout(deadline_s):
@@ -111,6 +139,8 @@ async def time_folding(url: str, n: int) -> dict[str, float]:
                 async with session.get(url) as response:
                     folded = sum((await response.json())["outcomes"].values())
             except aiohttp.ClientError:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the reducer exited with {process.returncode}") from None
                 folded = 0
             now = time.perf_counter()
             if folded and first is None:
@@ -136,6 +166,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "PIPELINE_TOPIC_PARTITIONS": str(PARTITIONS),
         "PIPELINE_RUNTIME_LOG_LEVEL": "WARNING",
+        **sandbox_env(),
     }
     for role in ("requests", "kubernetes", "celery", "events", "state", "dlq"):
         env[f"PIPELINE_TOPIC_{role.upper()}"] = getattr(settings.topic, role)
@@ -158,10 +189,12 @@ async def run(n: int) -> BenchResult:
         settings = bench_settings(broker.bootstrap_servers)
         await create_topics(settings.kafka, settings.topic)
         await prepublish(settings, batch)
-        baseline = await bare_consume(settings, n)
+        consume_only = await bare_consume(settings, n)
+        baseline = await bare_fold(settings, n)
         subject = await reducer_process(settings, n)
         rebuilt = await rebuild(settings)
     extra: dict[str, Any] = {
+        "bare_consume_per_s": round(consume_only),
         "pure_fold_per_s": round(pure_fold(batch[:PURE_SAMPLE], settings.reducer.history_limit)),
         "timed_events": subject["timed_events"],
         **{k: round(v, 2) for k, v in rebuilt.items()},
@@ -169,7 +202,7 @@ async def run(n: int) -> BenchResult:
     }
     return BenchResult(
         name="reducer",
-        baseline="bare aiokafka consume loop",
+        baseline="bare aiokafka consume + decode + fold + changelog loop",
         subject="reducer (faust worker) folding",
         baseline_per_s=baseline,
         subject_per_s=subject["per_s"],
