@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline import messages
 from pipeline.messages import ErrorCode, Kind, State, TaskKey
-from pipeline.routing import RouteTable, Source, Target, resolve, route
+from pipeline.routing import RouteTable, Source, Target, resolve, route, route_control
 
 SOURCE = Source("tasks.requests", 3, 41, 1_767_225_600_000)
 KEY = TaskKey("etl", "extract", "manual__1", -1, 2)
@@ -184,3 +184,18 @@ def test_any_bytes_route_or_dead_letter_and_never_raise(
     assert outcome.messages
     if outcome.reason is not None:
         messages.decode(Kind.DEAD_LETTER, outcome.messages[0][2])
+
+
+def test_a_cancel_goes_to_both_executor_topics_under_the_tasks_partition_key() -> None:
+    control = messages.encode(messages.make_control(KEY, "stop", "alice"))
+    outcome = route_control(control, b"whatever", SOURCE, table())
+    assert sorted(outcome.messages) == sorted(
+        [("out.kube", KEY.partition_key, control), ("out.celery", KEY.partition_key, control)]
+    )
+    assert outcome.target is None and outcome.reason is None
+
+
+def test_an_invalid_cancel_is_dead_lettered() -> None:
+    outcome = route_control(b'{"action": "explode"}', b"k", SOURCE, table())
+    assert [m[0] for m in outcome.messages] == ["out.dlq"]
+    assert outcome.reason is ErrorCode.SCHEMA

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from pipeline.messages import Kind, State, TaskKey, validate
+from pipeline.pods import CANCEL_ANNOTATION
 from pipeline.watcher.translate import (
     PodObservation,
     observe,
@@ -179,3 +181,37 @@ def test_long_reasons_are_clipped_to_the_schema_limit() -> None:
 def test_wire_round_trip() -> None:
     observation = seen(pod("Pending", containers=[waiting("ContainerCreating")]))
     assert PodObservation.from_wire(observation.to_wire()) == observation
+
+
+CANCEL = {"reason": "runaway", "requested_by": "alice", "requested_at": "2026-01-01T00:04:00Z"}
+
+
+def cancelled_pod(phase: str, **fields: object) -> dict[str, object]:
+    document = pod(phase, **fields)  # type: ignore[arg-type]
+    document["metadata"]["annotations"][CANCEL_ANNOTATION] = orjson.dumps(CANCEL).decode()  # type: ignore[index]
+    return document
+
+
+@pytest.mark.parametrize(
+    ("document", "deleted"),
+    [
+        (cancelled_pod("Failed", containers=[terminated(143)], deleting=True), False),
+        (cancelled_pod("Running", deleting=True), True),
+        (cancelled_pod("Pending"), True),
+    ],
+)
+def test_a_cancelled_pods_end_is_reported_cancelled_with_who_asked(
+    document: dict[str, object], deleted: bool
+) -> None:
+    observation = seen(document, deleted=deleted)
+    assert observation.state is State.CANCELLED
+    event = observation.to_event()
+    validate(Kind.TASK_EVENT, event)
+    assert (event["reason"], event["cancel"]) == ("cancelled by alice: runaway", CANCEL)
+
+
+def test_a_cancelled_pod_still_running_or_finished_on_its_own_says_so() -> None:
+    assert seen(cancelled_pod("Running", deleting=True)).state is State.RUNNING
+    done = seen(cancelled_pod("Succeeded", containers=[terminated(0, "Completed")]))
+    assert done.state is State.SUCCESS and "cancel" not in done.to_event()
+    assert vanished(seen(cancelled_pod("Running", deleting=True))).state is State.CANCELLED
