@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from pipeline.tasklogs import mask, secrets_of
 
 MAIN_CONTAINER: Final = "base"
+FOLLOW_QUIET_S: Final = 24 * 3600.0
 
 
 class PodLogUnavailable(Exception):
@@ -100,7 +101,8 @@ class PodLogs:
         loop = asyncio.get_running_loop()
         pod = await asyncio.to_thread(self._pod, name)
         secrets = pod_secrets(pod)
-        query: dict[str, Any] = {"follow": True, "_request_timeout": (10.0, None)}
+        # the read timeout is the longest silence a followed log survives
+        query: dict[str, Any] = {"follow": True, "_request_timeout": (10.0, FOLLOW_QUIET_S)}
         if tail_lines is not None:
             query["tail_lines"] = tail_lines
         response = await asyncio.to_thread(self._open, name, pod, **query)

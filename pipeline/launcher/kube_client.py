@@ -27,6 +27,7 @@ from pipeline.launcher import metrics
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
 from pipeline.launcher.merge import JsonObj
 from pipeline.messages import CancelInfo, TaskKey
+from pipeline.podlogs import PodLogs, PodLogUnavailable
 from pipeline.pods import CANCEL_ANNOTATION, key_from_annotations
 
 T = TypeVar("T")
@@ -116,6 +117,14 @@ class PodApi:
                 return PodEnd.ABSENT
             raise classify(exc) from None
         return PodEnd.ENDED
+
+    async def log_tail(self, name: str, max_bytes: int) -> bytes | None:
+        """The newest output of a pod about to be deleted (masked), or None if it has none."""
+        logs = PodLogs(self._core, self.namespace, self._timeout)
+        try:  # every line is at least a byte: this many lines hold the newest max_bytes
+            return await logs.read(name, tail_lines=max_bytes)
+        except (PodLogUnavailable, ApiException, urllib3.exceptions.HTTPError, OSError):
+            return None
 
     async def active_tasks(self, selector: str) -> set[TaskKey]:
         """Task keys of selected pods that have not finished (Airflow's adoption scan)."""

@@ -33,7 +33,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from kubernetes.config import ConfigException
 
-from pipeline import logs, runtime
+from pipeline import logs, runtime, tasklogs
 from pipeline.config import Settings
 from pipeline.kafka import make_consumer, make_producer, started
 from pipeline.launcher import metrics
@@ -261,6 +261,7 @@ class LauncherStage(runtime.Stage):
         launcher ended it or owned its request (which then is never launched)."""
         name = pod_name(key)
         with logs.bound(task=str(key), pod=name):
+            await self._keep_log(key, name)
             end = await self._end_pod(name, cancel)
             if end is None:
                 return  # stopping: left uncommitted, handled again after the restart
@@ -287,6 +288,7 @@ class LauncherStage(runtime.Stage):
     async def _end_in_flight(self, key: TaskKey, cancel: CancelInfo) -> None:
         name = pod_name(key)
         with logs.bound(task=str(key), pod=name):
+            await self._keep_log(key, name)
             if await self._end_pod(name, cancel) is PodEnd.ENDED:
                 metrics.CANCELS.labels("ended").inc()
                 event = make_cancelled(
@@ -294,6 +296,18 @@ class LauncherStage(runtime.Stage):
                     namespace=self.api.namespace,
                 )  # fmt: skip
                 self._report(None, 0, event)
+
+    async def _keep_log(self, key: TaskKey, name: str) -> None:
+        """What a pod printed, kept on the logs topic before it is deleted for a cancel (the
+        watcher may keep a later version, with what it printed in its grace period)."""
+        max_bytes = self.settings.logs.max_bytes
+        if (data := await self.api.log_tail(name, max_bytes)) is None:
+            return
+        record = tasklogs.make_task_log(key, "kubernetes", name, data, max_bytes=max_bytes)
+        try:
+            await tasklogs.publish(self.producer, self.settings.topic.logs, record)
+        except KafkaError as exc:
+            log.warning("log of a cancelled pod not kept: %s", exc)
 
     async def _end_pod(self, name: str, cancel: CancelInfo) -> PodEnd | None:
         """`PodApi.end`, retried while the API is unavailable; None when stopping first."""

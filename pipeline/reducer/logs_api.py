@@ -15,6 +15,7 @@ Text is served as `text/plain` with `nosniff`, exactly as captured: it is never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -56,20 +57,27 @@ class LogSources:
         self.reducer = reducer
         self.settings = reducer.settings
         self._pods: PodLogs | None = None
+        self._pods_lock = asyncio.Lock()
         self._redis: Any = None
 
-    def pods(self) -> PodLogs:
-        if self._pods is None:
-            from kubernetes import client
-
-            kube = self.settings.kube
-            try:
-                configuration = client_configuration(kube)
-            except (ConfigException, OSError) as exc:
-                raise NoLog(f"no Kubernetes API configured: {exc}") from None
-            core = client.CoreV1Api(client.ApiClient(configuration))
-            self._pods = PodLogs(core, kube.namespace, kube.request_timeout_s)
+    async def pods(self) -> PodLogs:
+        """The Kubernetes client, built in a thread: importing it takes seconds (thousands of
+        model classes), which must not stall the event loop serving everything else."""
+        async with self._pods_lock:
+            if self._pods is None:
+                self._pods = await asyncio.to_thread(self._build_pods)
         return self._pods
+
+    def _build_pods(self) -> PodLogs:
+        from kubernetes import client
+
+        kube = self.settings.kube
+        try:
+            configuration = client_configuration(kube)
+        except (ConfigException, OSError) as exc:
+            raise NoLog(f"no Kubernetes API configured: {exc}") from None
+        core = client.CoreV1Api(client.ApiClient(configuration))
+        return PodLogs(core, kube.namespace, kube.request_timeout_s)
 
     def redis(self) -> Any:
         url = self.settings.celery.result_backend.get_secret_value()
@@ -175,9 +183,10 @@ def register(reducer: Reducer) -> None:
             return text(stored)
         if (pod := _live_pod(state)) is not None and state["state"] != State.QUEUED:
             try:
+                pods = await sources.pods()
                 if follow and not finished:
-                    return await stream(request, sources.pods().follow(pod, lines))
-                return text(await sources.pods().read(pod, lines))
+                    return await stream(request, pods.follow(pod, lines))
+                return text(await pods.read(pod, lines))
             except (PodLogUnavailable, ApiException) as exc:
                 log.info("pod log unavailable: %s", exc)
         if (task_id := _live_celery(state)) is not None and not finished:
@@ -207,6 +216,13 @@ def register(reducer: Reducer) -> None:
             return json_answer({"error": str(exc)}, 404)
         except TimeoutError:
             return json_answer({"error": "the logs topic did not answer in time"}, 503)
+
+    async def warm_up() -> None:
+        """Build the Kubernetes client at start, so the first pod log is served at once."""
+        with contextlib.suppress(NoLog):
+            await sources.pods()
+
+    reducer.app.task(warm_up)
 
     class LogsView(View):
         async def get(self, request: Any, **match: str) -> Any:

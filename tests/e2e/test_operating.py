@@ -150,14 +150,30 @@ async def test_a_pending_pod_is_deleted_and_the_try_cancelled(ops: DevEnvironmen
     await until(lambda: not pod_exists(ops, key), timeout_s=20)
 
 
-async def test_a_running_pod_is_ended_with_its_process(ops: DevEnvironment) -> None:
+async def test_a_running_pod_is_ended_and_what_it_printed_is_kept(ops: DevEnvironment) -> None:
     key = new_key("sleeper")
-    await submit(ops, key, ["sleep", "60"], "kubernetes")
+    script = "import time; print('started', flush=True); time.sleep(60)"
+    await submit(ops, key, [PY, "-c", script], "kubernetes")
     await wait_state(ops, key, "running")
+    spec = f"{key.dag_id}/{key.task_id}/{key.run_id}"
+
+    seen: list[str] = []
+
+    async def printed() -> bool:
+        async with AsyncPipelineClient(ops.api_url) as client:
+            seen.append(await client.logs(key))
+        return "started" in seen[-1]
+
+    try:  # live, from the Kubernetes API
+        await eventually(printed, timeout_s=90, interval_s=0.3)
+    except TimeoutError:
+        raise AssertionError(f"the running pod's log never showed 'started': {seen[-3:]}") from None
     await cancel(ops, key, "runaway")
     state = await wait_state(ops, key, "cancelled", timeout_s=20)
     assert_cancelled(state, "runaway")
     await until(lambda: not pod_exists(ops, key), timeout_s=20)
+    code, kept, err = await run_cli("logs", spec, env=_cli_env(ops))
+    assert (code, _lines(kept)) == (0, ["started"]), err
 
 
 async def test_a_queued_celery_task_is_never_run_even_by_a_worker_that_starts_later(
