@@ -10,8 +10,9 @@ Kafka's defaults (`KafkaSettings`). Two behaviours of Tansu 0.6, measured, make 
   consumer, idle or not: about 0.08 CPU-s/s per consumer at 25 ms (client and broker
   together), 0.15 at 10 ms, 0.01 at 500 ms. Under load a fetch carries many records, so the
   CPU per record does not grow with a lower wait (at 1,000 msg/s: 0.26 CPU-s/s at 25 ms,
-  0.32 at 500 ms). 25 ms keeps a three-hop launch under 100 ms at the cost of a quarter of
-  one core for an idle sandbox of seven consumers.
+  0.32 at 500 ms). 25 ms keeps a three-hop launch under 100 ms; a whole idle sandbox
+  (`pipeline dev`, nine processes) measured 0.37 CPU-s/s at 25 ms, 0.24 at 100 ms and 0.11
+  at 500 ms, so a sandbox that mostly idles may raise the wait.
 - A stopped group member is never removed by LeaveGroup, so a killed or restarted stage's
   partitions stay with the dead member until its session times out, and a JoinGroup is held
   for half the session. With a 4 s session and a 1 s heartbeat a surviving replica took a
