@@ -131,11 +131,8 @@ def resource_list(group_version: str, resources: Sequence[Resource]) -> JsonObj:
             "namespaced": True,
             "kind": r.kind,
             "verbs": list(r.verbs),
+            **_names(r),
         }
-        if r.short_names:
-            entry["shortNames"] = list(r.short_names)
-        if r.categories:
-            entry["categories"] = list(r.categories)
         entries.append(entry)
         for sub in r.subresources:
             entries.append(
@@ -205,17 +202,24 @@ def _resource_discovery(r: Resource) -> JsonObj:
         "scope": "Namespaced",
         "singularResource": r.singular,
         "verbs": list(r.verbs),
+        **_names(r),
     }
-    if r.short_names:
-        entry["shortNames"] = list(r.short_names)
-    if r.categories:
-        entry["categories"] = list(r.categories)
     if r.subresources:
         entry["subresources"] = [
             {"subresource": s.name, "responseKind": kind, "verbs": list(s.verbs)}
             for s in r.subresources
         ]
     return entry
+
+
+def _names(r: Resource) -> JsonObj:
+    """shortNames and categories, present only when the resource has some."""
+    names: JsonObj = {}
+    if r.short_names:
+        names["shortNames"] = list(r.short_names)
+    if r.categories:
+        names["categories"] = list(r.categories)
+    return names
 
 
 def _aggregated_version(request: web.Request) -> str | None:

@@ -116,6 +116,9 @@ class PodApi:
             body, warnings = _decode(request, body)
             pod = new_pod(body, self._random)
             _check(pod, validate_pod(pod))
+            if _dry_run(request.query.getall("dryRun", [])):
+                self.store.require_absent(pod_key(pod))
+                return json_response(pod, 201, warnings)
             return json_response(self.store.create(pod), 201, warnings)
         finally:
             self.stats.creates_in_flight -= 1
@@ -198,11 +201,15 @@ class PodApi:
         }
         if result == old:
             return old
+        if _dry_run(request.query.getall("dryRun", [])):
+            return result
         return self.store.replace(result)
 
     def _delete(self, pod: JsonObj, options: JsonObj) -> JsonObj:
         """Terminal or unscheduled pods go at once; others get a grace period on the node."""
         _check_preconditions(pod, options.get("preconditions") or {})
+        if _dry_run(options.get("dryRun") or []):
+            return pod
         grace = options.get("gracePeriodSeconds")
         if grace is None:
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
@@ -288,10 +295,20 @@ async def _delete_options(request: web.Request) -> JsonObj:
     options: Any = await _read_json(request) if body.strip() else {}
     if not isinstance(options, dict):
         raise bad_request("DeleteOptions must be a JSON object")
+    dry_run = request.query.getall("dryRun", [])
+    if dry_run:
+        options["dryRun"] = dry_run
     grace = request.query.get("gracePeriodSeconds")
     if grace is not None:
         options["gracePeriodSeconds"] = integer(request.query, "gracePeriodSeconds")
     return options
+
+
+def _dry_run(values: Any) -> bool:
+    """`dryRun=All`: validate and answer, but persist nothing (the only value apiserver takes)."""
+    if not isinstance(values, list) or any(v != "All" for v in values):
+        raise bad_request(f'dryRun: Unsupported value: {values!r}: supported values: "All"')
+    return bool(values)
 
 
 def _check_preconditions(pod: JsonObj, preconditions: JsonObj) -> None:

@@ -77,9 +77,13 @@ class PodStore:
 
     def create(self, pod: JsonObj) -> JsonObj:
         key = pod_key(pod)
+        self.require_absent(key)
+        return self._write("ADDED", key, pod, None)
+
+    def require_absent(self, key: Key) -> None:
+        """409 AlreadyExists when `key` is taken (a create, or a dry run of one, checks this)."""
         if key in self._pods:
             raise already_exists(key[1], self.resource)
-        return self._write("ADDED", key, pod, None)
 
     def replace(self, pod: JsonObj, expected_rv: str | None = None) -> JsonObj:
         """Store a new version; `expected_rv` is the optimistic-concurrency precondition."""

@@ -301,3 +301,20 @@ def test_get_watch_prints_each_change_as_a_row(cluster: Cluster) -> None:
     statuses = [r[2] for r in rows]
     assert statuses[0] == "Running" and "Terminating" in statuses and statuses[-1] == "Completed"
     assert all(r[0] == name for r in rows)
+
+
+def test_server_dry_run_persists_nothing(cluster: Cluster) -> None:
+    name = cluster.name("dry")
+    manifest = yaml.safe_dump(pod_yaml(name, "sleep 60"))
+    dry = cluster.ok("create", "--dry-run=server", "-f", "-", input=manifest)
+    assert dry.strip() == f"pod/{name} created (server dry run)"
+    assert cluster.kubectl("get", "pod", name).returncode == 1
+    cluster.create_pod(name, "sleep 60")
+    labelled = cluster.ok("label", "pod", name, "dry=run", "--dry-run=server")
+    assert labelled.strip() == f"pod/{name} labeled (server dry run)"
+    deleted = cluster.ok("delete", "pod", name, "--dry-run=server")
+    assert deleted.strip() == f'pod "{name}" deleted (server dry run)'
+    pod = json.loads(cluster.ok("get", "pod", name, "-o", "json"))
+    assert "dry" not in pod["metadata"]["labels"]
+    assert "deletionTimestamp" not in pod["metadata"]
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
