@@ -399,6 +399,12 @@ class RuntimeSettings(SettingsGroup):
     )
     http_port: int = Field(8080, ge=0, le=65535, description="/healthz /readyz /metrics; 0 picks.")
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Hard deadline for a clean stop.")
+    startup_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a stage retries (with backoff) while Kafka cannot be reached "
+        "at start-up, before it exits with one line.",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     instance: str | None = Field(None, description="Instance id; defaults to hostname-pid.")

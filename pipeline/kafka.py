@@ -10,7 +10,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -120,6 +120,21 @@ async def started(client: Any, kafka: KafkaSettings) -> AsyncIterator[Any]:
         yield client
     finally:
         await client.close() if isinstance(client, AIOKafkaAdminClient) else await client.stop()
+
+
+@asynccontextmanager
+async def all_started(kafka: KafkaSettings, *clients: Any) -> AsyncIterator[None]:
+    """Start every client in order (each stopped at the end); when one cannot reach Kafka,
+    the ones not yet started are stopped too, so none is left unclosed."""
+    async with AsyncExitStack() as stack:
+        for i, client in enumerate(clients):
+            try:
+                await stack.enter_async_context(started(client, kafka))
+            except BrokerUnreachable:
+                for later in clients[i + 1 :]:
+                    await later.stop()
+                raise
+        yield
 
 
 async def send_all(

@@ -18,7 +18,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from pipeline import runtime
 from pipeline.config import Settings
-from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer, send_all, started
+from pipeline.kafka import (
+    Batch,
+    all_started,
+    consume_batches,
+    make_consumer,
+    make_producer,
+    send_all,
+)
 from pipeline.messages import utc_now
 from pipeline.routing import STAGE, Outcome, RouteTable, Source, route, route_control
 
@@ -63,7 +70,7 @@ class Router(runtime.Stage):
             session_timeout_ms=config.router.session_timeout_ms,
         )
         producer = make_producer(config.kafka, STAGE)
-        async with started(producer, config.kafka), started(consumer, config.kafka):
+        async with all_started(config.kafka, producer, consumer):
             self._consumer, self._producer = consumer, producer
             self.ready = True
             log.info("routing", extra={"topics": [config.topic.requests, config.topic.control]})

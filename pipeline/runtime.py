@@ -21,6 +21,7 @@ from aiohttp import web
 
 from pipeline import logs
 from pipeline.config import Settings
+from pipeline.kafka import BrokerUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,58 @@ async def serve_http(app: web.Application, host: str, port: int) -> web.AppRunne
     return runner
 
 
+STARTUP_BACKOFF_S = (0.5, 10.0)
+"""First and longest pause between start-up attempts (doubling in between)."""
+
+
+class StartupFailed(RuntimeError):
+    """Kafka stayed unreachable for the whole start-up deadline."""
+
+
+async def run_until_connected(stage: Stage, stopping: asyncio.Event) -> None:
+    """`stage.run`, started again with backoff while Kafka cannot be reached before the stage
+    got ready, one warning line per attempt; StartupFailed once `startup_timeout_s` is over.
+    Once ready, an unreachable broker is the stage's own failure, as before."""
+    loop = asyncio.get_running_loop()
+    quiet = _QuietUntilReady(stage)  # aiokafka's own line per failed connect says it twice
+    logging.getLogger("aiokafka").addFilter(quiet)
+    try:
+        await _attempts(stage, stopping, loop)
+    finally:
+        logging.getLogger("aiokafka").removeFilter(quiet)
+
+
+class _QuietUntilReady(logging.Filter):
+    def __init__(self, stage: Stage) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.stage.ready or not record.getMessage().startswith("Unable connect")
+
+
+async def _attempts(stage: Stage, stopping: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+    timeout_s = stage.settings.runtime.startup_timeout_s
+    deadline = loop.time() + timeout_s
+    delay, longest = STARTUP_BACKOFF_S
+    attempt = 1
+    while True:
+        try:
+            await stage.run(stopping)
+            return
+        except BrokerUnreachable as exc:
+            left = deadline - loop.time()
+            if stage.ready or stopping.is_set():
+                raise
+            if left <= 0:
+                message = f"{exc}; gave up after {attempt} attempts in {timeout_s:.0f}s"
+                raise StartupFailed(message) from None
+            pause = min(delay, left)
+            log.warning(f"{exc}; attempt {attempt}, retrying in {pause:.1f}s")
+            await sleep_unless_stopped(stopping, pause)
+            delay, attempt = min(delay * 2, longest), attempt + 1
+
+
 async def run_stage(stage: Stage) -> int:
     """Run a stage until SIGTERM/SIGINT or a crash; return the process exit code.
 
@@ -141,7 +194,7 @@ async def run_stage(stage: Stage) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     runner = await serve_http(health_app(stage), runtime.http_host, runtime.http_port)
-    work = asyncio.create_task(stage.run(stopping), name=stage.name)
+    work = asyncio.create_task(run_until_connected(stage, stopping), name=stage.name)
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -153,7 +206,10 @@ async def run_stage(stage: Stage) -> int:
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
                 return 1
-        if exc := work.exception():
+        if isinstance(exc := work.exception(), StartupFailed):
+            log.error(str(exc))
+            return 1
+        if exc:
             log.error("stage crashed", exc_info=exc)
             return 1
         if not stopping.is_set():

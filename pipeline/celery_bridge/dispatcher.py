@@ -26,7 +26,14 @@ from pipeline.celery_bridge.app import make_app, make_ledger, task_id_for
 from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
 from pipeline.config import CelerySettings, Settings
-from pipeline.kafka import Batch, consume_batches, make_consumer, make_producer, send_all, started
+from pipeline.kafka import (
+    Batch,
+    all_started,
+    consume_batches,
+    make_consumer,
+    make_producer,
+    send_all,
+)
 from pipeline.messages import (
     InvalidMessage,
     State,
@@ -162,7 +169,7 @@ class CeleryDispatcher(Stage):
             client_id=self.name, session_timeout_ms=celery.session_timeout_ms,
         )  # fmt: skip
         try:
-            async with started(self.producer, kafka), started(consumer, kafka):
+            async with all_started(kafka, self.producer, consumer):
                 self.ready = True
                 await consume_batches(
                     consumer, self.handle, stopping,

@@ -30,7 +30,7 @@ from pipeline.celery_bridge.ledger import Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
 from pipeline.celery_bridge.states import Observation, observe
 from pipeline.config import Settings
-from pipeline.kafka import Batch, make_consumer, make_producer, send_all, started
+from pipeline.kafka import Batch, all_started, make_consumer, make_producer, send_all
 from pipeline.messages import (
     TERMINAL_STATES,
     InvalidMessage,
@@ -127,7 +127,7 @@ class CeleryMonitor(Stage):
             kafka, group_id=self.celery.monitor_group_id, client_id=self.name,
             session_timeout_ms=self.celery.session_timeout_ms,
         )  # fmt: skip
-        async with started(self.producer, kafka), started(consumer, kafka):
+        async with all_started(kafka, self.producer, consumer):
             consumer.subscribe([self.settings.topic.events], listener=_ForgetRevoked(self.inflight))
             self.ready = True
             next_poll = 0.0

@@ -35,7 +35,7 @@ from kubernetes.config import ConfigException
 
 from pipeline import logs, runtime, tasklogs
 from pipeline.config import Settings
-from pipeline.kafka import make_consumer, make_producer, started
+from pipeline.kafka import all_started, make_consumer, make_producer
 from pipeline.launcher import metrics
 from pipeline.launcher.builder import PodSpecBuilder
 from pipeline.launcher.cancels import CancelBook, read_to_end
@@ -126,12 +126,7 @@ class LauncherStage(runtime.Stage):
             session_timeout_ms=s.launcher.session_timeout_ms,
         )
         try:
-            async with (
-                started(self.producer, s.kafka),
-                started(events, s.kafka),
-                started(controls, s.kafka),
-                started(requests, s.kafka),
-            ):
+            async with all_started(s.kafka, self.producer, events, controls, requests):
                 await position_at_end(events, s.topic.events)
                 await read_to_end(controls, s.topic.control, self.cancels)
                 self._cancel_follower = runtime.guard(
