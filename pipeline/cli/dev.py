@@ -21,6 +21,7 @@ from pipeline.config import mask_url
 from pipeline.kafka import count_records, make_producer, send_all, started
 from pipeline.messages import TERMINAL_STATES, State
 from pipeline.sandbox.dev import DevEnvironment, DevError, DevOptions, dev_environment
+from pipeline.sandbox.supervise import supervise
 from pipeline.sandbox.workload import Workload, mixed_workload
 
 
@@ -100,10 +101,7 @@ async def follow(env: DevEnvironment, work: Workload) -> list[Any]:
                 progress.update(bar, completed=len(done))
                 if len(done) >= len(work.expected):
                     return states
-                if dead := env.processes.exited():
-                    names = ", ".join(c.name for c in dead)
-                    raise DevError(f"{names} exited; logs in {env.work_dir}")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # a child that dies is restarted by the supervisor
 
 
 async def publish(env: DevEnvironment, work: Workload) -> None:
@@ -140,21 +138,31 @@ async def _dev(demo: int | None, keep_running: bool, options: DevOptions) -> Non
         await env.wait_ready()
         console.print(endpoints(env))
         print_exports(env)
-        if demo is None:
-            console.print("ready; Ctrl-C stops everything")
-            await asyncio.Event().wait()
-            return
-        work = mixed_workload(demo, run_id=f"demo-{int(time.time())}")
-        await publish(env, work)
-        console.print(submitted_line(work), soft_wrap=True)
-        states = await follow(env, work)
-        console.print()
-        console.print(
-            summary(work, states, await count_records(env.settings.kafka, env.settings.topic.dlq))
-        )
-        if keep_running:
-            console.print("demo done; the pipeline keeps running, Ctrl-C stops everything")
-            await asyncio.Event().wait()
+        supervisor = asyncio.create_task(supervise(env, lambda line: console.print(line)))
+        try:
+            await _session(env, demo, keep_running)
+        finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+
+
+async def _session(env: DevEnvironment, demo: int | None, keep_running: bool) -> None:
+    """Wait for Ctrl-C, or run the demo first."""
+    if demo is None:
+        console.print("ready; Ctrl-C stops everything")
+        await asyncio.Event().wait()
+        return
+    work = mixed_workload(demo, run_id=f"demo-{int(time.time())}")
+    await publish(env, work)
+    console.print(submitted_line(work), soft_wrap=True)
+    states = await follow(env, work)
+    console.print()
+    console.print(
+        summary(work, states, await count_records(env.settings.kafka, env.settings.topic.dlq))
+    )
+    if keep_running:
+        console.print("demo done; the pipeline keeps running, Ctrl-C stops everything")
+        await asyncio.Event().wait()
 
 
 def dev(

@@ -144,9 +144,10 @@ class DevEnvironment:
     def readiness_urls(self) -> dict[str, str]:
         return {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
 
-    async def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Until every stage answers ready; a child that exits, or the deadline, fails it."""
-        pending = self.readiness_urls()
+    async def wait_ready(self, timeout_s: float = 120.0, only: str | None = None) -> None:
+        """Until every stage (or `only` that one) answers ready; a child that exits, or the
+        deadline, fails it."""
+        pending = {n: url for n, url in self.readiness_urls().items() if only in (None, n)}
         try:
             async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
                 while pending:

@@ -40,6 +40,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -92,7 +99,7 @@ def exported(path: Path) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
-async def test_a_second_terminal_uses_the_printed_exports_and_ctrl_c_stops_everything(
+async def test_a_second_terminal_uses_the_exports_a_dead_stage_comes_back_and_ctrl_c_ends_all(
     tmp_path: Path,
 ) -> None:
     process = await start_dev(work_dir=tmp_path)  # and Celery on the server-less transport
@@ -117,6 +124,18 @@ async def test_a_second_terminal_uses_the_printed_exports_and_ctrl_c_stops_every
     answer, _ = await asyncio.wait_for(status.communicate(), 60)
     assert status.returncode == 0, answer
     assert orjson.loads(answer) == {"tasks": []}, "reached this sandbox's (empty) state API"
+
+    [reducer] = [pid for pid in descendants(process.pid) if argv(pid)[-2:] == ["run", "reducer"]]
+    os.kill(reducer, signal.SIGKILL)
+    async with asyncio.timeout(180):
+        while "reducer restarted and ready" not in lines[-1]:
+            line = (await process.stdout.readline()).decode()
+            assert line, "".join(lines)
+            lines.append(line)
+    assert any(f"reducer exited with code {-signal.SIGKILL}" in line for line in lines)
+    [back] = [pid for pid in descendants(process.pid) if argv(pid)[-2:] == ["run", "reducer"]]
+    assert back != reducer
+
     started = descendants(process.pid)
     assert len(started) >= 8, "broker, worker and six stages"
     assert (tmp_path / "celery-broker").is_dir(), "no Redis answered: the filesystem transport"
