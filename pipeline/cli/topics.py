@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from typing import Annotated, Any
 
@@ -11,9 +12,9 @@ import typer
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline import messages
-from pipeline.cli.common import CliError, console, run, settings, topic_name
+from pipeline.cli.common import CliError, console, err_console, run, settings, topic_name
 from pipeline.config import Settings
-from pipeline.kafka import create_topics, make_consumer, started
+from pipeline.kafka import count_records, create_topics, make_consumer, started
 
 topics_app = typer.Typer(help="Manage the pipeline's topics.", no_args_is_help=True)
 
@@ -35,12 +36,17 @@ def create(
 
 
 def record_json(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
-    """A record as JSON: the value parsed when it is JSON, else kept as text."""
+    """A record as JSON: the value parsed when it is JSON, else kept as text. A dead letter
+    also gets `original_text`: its `original` (the exact bytes, base64) read as UTF-8."""
     value: Any
     try:
         value = orjson.loads(record.value) if record.value is not None else None
     except orjson.JSONDecodeError:
         value = record.value.decode(errors="replace") if record.value else None
+    if isinstance(value, dict) and isinstance(value.get("original"), str) and "error" in value:
+        with contextlib.suppress(ValueError):
+            original = base64.b64decode(value["original"], validate=True)
+            value["original_text"] = original.decode(errors="replace")
     return {
         "topic": record.topic,
         "partition": record.partition,
@@ -89,6 +95,13 @@ async def _tail(
         if not ids:
             raise CliError(f"topic {topic} does not exist (pipeline topics create)")
         consumer.assign([TopicPartition(topic, p) for p in sorted(ids)])
+        if not from_beginning:
+            there = await count_records(config.kafka, topic)
+            err_console.print(
+                f"waiting for new messages on {topic} ({there} already there: "
+                "--from-beginning shows them first); Ctrl-C stops",
+                highlight=False,
+            )
         while limit is None or shown < limit:
             try:
                 record = await asyncio.wait_for(consumer.getone(), idle_timeout)

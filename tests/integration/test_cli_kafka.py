@@ -12,7 +12,8 @@ import pytest
 
 from pipeline import messages
 from pipeline.config import Settings
-from pipeline.messages import TaskKey
+from pipeline.kafka import make_producer, send_all, started
+from pipeline.messages import ErrorCode, InvalidMessage, TaskKey
 from tests.fixtures.kafka import read_all, read_records
 
 pytestmark = pytest.mark.integration
@@ -159,3 +160,33 @@ async def test_config_show_prints_the_effective_settings(settings: Settings) -> 
     shown = orjson.loads(out)
     assert shown["kafka"]["bootstrap_servers"] == settings.kafka.bootstrap_servers
     assert shown["topic"]["requests"] == settings.topic.requests
+
+
+async def test_tail_says_it_waits_for_new_messages_and_reads_dead_letters_out(
+    topics: Settings,
+) -> None:
+    invalid = InvalidMessage(ErrorCode.NOT_JSON, "not JSON")
+    letter = messages.make_dead_letter(
+        b"{oops",
+        b"k",
+        invalid,
+        topic=topics.topic.requests,
+        partition=0,
+        offset=3,
+        timestamp=None,
+        stage="router",
+    )
+    producer = make_producer(topics.kafka, "test")
+    async with started(producer, topics.kafka):
+        await send_all(producer, [(topics.topic.dlq, b"k", messages.encode(letter))])
+
+    code, out, err = await pipeline_cli("tail", "dlq", "--json", "--idle-timeout", "2")
+    assert (code, out) == (0, "")
+    assert f"waiting for new messages on {topics.topic.dlq} (1 already there" in err
+    code, out, err = await pipeline_cli(
+        "tail", "dlq", "--from-beginning", "--json", "--idle-timeout", "3"
+    )
+    assert code == 0, err
+    [shown] = [orjson.loads(line) for line in out.splitlines()]
+    assert shown["value"]["original"] == letter["original"], "the wire field as it is"
+    assert shown["value"]["original_text"] == "{oops"
