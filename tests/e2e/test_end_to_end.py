@@ -32,6 +32,9 @@ pytestmark = [
 FAST_SWEEPS = {
     "PIPELINE_WATCHER_PENDING_TIMEOUT_S": "4",
     "PIPELINE_WATCHER_PENDING_CHECK_INTERVAL_S": "1",
+    # the restart test restarts every stage at once on a busy machine: a longer session than
+    # the sandbox profile's keeps a CPU-starved member from being expelled mid-run
+    "PIPELINE_KAFKA_SESSION_TIMEOUT_MS": "6000",
 }
 
 
