@@ -176,10 +176,16 @@ def replay(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name or role: events, requests, dlq, ...")],
     start: Annotated[
-        str | None, typer.Option("--from", help="First offset, or ISO-8601 time (inclusive).")
+        str | None,
+        typer.Option(
+            "--from",
+            help="First offset in every partition (offsets count per partition), or an "
+            "ISO-8601 time with a zone (inclusive).",
+        ),
     ] = None,
     end: Annotated[
-        str | None, typer.Option("--to", help="End offset, or ISO-8601 time (exclusive).")
+        str | None,
+        typer.Option("--to", help="End offset in every partition, or ISO-8601 time (exclusive)."),
     ] = None,
     key: Annotated[
         str | None, typer.Option("--key", help="DAG[/TASK[/RUN[/MAP_INDEX]]] filter.")
