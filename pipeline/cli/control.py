@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +26,7 @@ from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import TERMINAL_STATES, State, TaskKey, encode, make_control
 
 KEY_HELP = "DAG/TASK/RUN[/MAP_INDEX]"
+WAIT_FOR_LOG_S = 1.0
 
 
 def is_terminal(state: str) -> bool:
@@ -165,6 +168,20 @@ def cancel(
         console.print(f"cancel requested for {target}", markup=False, highlight=False)
 
 
+def _follow(client: PipelineClient, key: TaskKey, tail: int | None) -> Iterator[str]:
+    """The followed log; a try that has printed nothing yet (queued, pending) is waited for
+    until it has a log or ends."""
+    while True:
+        try:
+            yield from client.follow_logs(key, tail)
+            return
+        except UnknownTask:
+            state = client.task(key)
+            if state is None or is_terminal(state["state"]):
+                raise
+            time.sleep(WAIT_FOR_LOG_S)
+
+
 def logs(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help=f"{KEY_HELP} of the task.")],
@@ -178,7 +195,9 @@ def logs(
         int | None, typer.Option("--tail", min=0, help="Only the last N lines.")
     ] = None,
 ) -> None:
-    """Print a task's output: live from its pod or worker, or as kept after it finished."""
+    """Print a task's output: live from its pod or worker, or as kept after it finished.
+
+    With --follow, a task that has not started yet is waited for."""
     config = settings(ctx)
     client = client_for(config)
     task_key, try_given = parse_key(key, try_number)
@@ -189,7 +208,7 @@ def logs(
     out = sys.stdout
     try:
         if follow:
-            for chunk in client.follow_logs(found, tail):
+            for chunk in _follow(client, found, tail):
                 out.write(chunk)
                 out.flush()
         else:

@@ -272,7 +272,11 @@ async def test_logs_show_while_running_and_after_the_pod_or_worker_is_gone(
 ) -> None:
     key = new_key(f"printer-{queue}")
     await submit(ops, key, [PY, "-c", PRINTER], queue, env={"DB_PASSWORD": "hunter22"})
-    await wait_state(ops, key, "running")
+
+    async def known() -> bool:
+        return await state_of(ops, key) is not None
+
+    await eventually(known, timeout_s=60, interval_s=0.2)  # following starts before it runs
     spec = f"{key.dag_id}/{key.task_id}/{key.run_id}"
     code, followed, err = await run_cli("logs", spec, "--follow", env=_cli_env(ops))
     assert code == 0, err
