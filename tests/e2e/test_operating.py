@@ -190,7 +190,9 @@ async def test_a_queued_celery_task_is_never_run_even_by_a_worker_that_starts_la
     ledger = make_ledger(make_app(ops.settings.celery), ops.settings.celery)
     task_id = task_id_for(key)
     try:
-        await until(lambda: ledger.completed(task_id) is not None, timeout_s=60)
+        await until(
+            lambda: ledger.completed(task_id) is not None, timeout_s=120
+        )  # a worker starting under load
     finally:
         await ops.processes.children["parked-worker"].stop()
     assert ledger.completed(task_id)["cancel"]["requested_by"] == "tester"  # type: ignore[index]
