@@ -156,6 +156,11 @@ def redrive_messages(
     for stored in sorted(letters, key=lambda s: (s.partition, s.offset)):
         key, value = stored.original
         place = (stored.partition, stored.offset)
+        if "truncated" in stored.letter and place not in replaced:
+            raise RedriveError(
+                f"the letter at partition {place[0]} offset {place[1]} holds only a prefix of "
+                "its original (it was too big to keep); re-drive it with a replacement"
+            )
         edited = _replacement_bytes(value, replaced[place]) if place in replaced else value
         if edited != value:
             value = edited

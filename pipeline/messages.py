@@ -20,7 +20,15 @@ from typing import Any, Final, NotRequired, TypedDict
 import jsonschema_rs
 import orjson
 
+from pipeline import untrusted
+
 SCHEMA_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 1_000_000
+"""What a decode accepts unless told otherwise (Kafka's default `message.max.bytes`)."""
+ERROR_TEXT_LIMIT: Final = 1000
+"""Characters of a rejection's reason a dead letter quotes."""
+KEY_QUOTE_LIMIT: Final = 4096
+"""Bytes of an original Kafka key a dead letter keeps (task keys are far shorter)."""
 
 
 class Kind(StrEnum):
@@ -54,7 +62,9 @@ TERMINAL_STATES: Final = frozenset(
 class ErrorCode(StrEnum):
     """Why a message was rejected; the `error.code` of a DeadLetter."""
 
+    TOMBSTONE = "tombstone"
     NOT_JSON = "not_json"
+    TOO_DEEP = "too_deep"
     NOT_OBJECT = "not_object"
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     SCHEMA = "schema"
@@ -132,6 +142,7 @@ class DeadLetter(TypedDict):
     stage: str
     task_key: TaskKeyDict | None
     first_seen: str
+    truncated: NotRequired[dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -229,11 +240,23 @@ def encode(message: Any) -> bytes:
     return orjson.dumps(message)
 
 
-def decode(kind: Kind, raw: bytes, *, max_bytes: int | None = None) -> Any:
-    """Parse and validate one message; every failure is an InvalidMessage with its code."""
-    if max_bytes is not None and len(raw) > max_bytes:
+def decode(kind: Kind, raw: bytes | None, *, max_bytes: int | None = None) -> Any:
+    """Parse and validate one message; every failure is an InvalidMessage with its code.
+
+    Size and nesting are checked on the bytes before parsing, so no input reaches a parser,
+    validator or encoder that could raise something else; integers spelled as floats
+    (`2.0`, which JSON Schema counts as an integer) come out as ints.
+    """
+    if raw is None:
+        raise InvalidMessage(ErrorCode.TOMBSTONE, "a tombstone (null value), not a message")
+    limit = MAX_MESSAGE_BYTES if max_bytes is None else max_bytes
+    if len(raw) > limit:
         raise InvalidMessage(
-            ErrorCode.OVERSIZED, f"message is {len(raw)} bytes, the limit is {max_bytes}"
+            ErrorCode.OVERSIZED, f"message is {len(raw)} bytes, the limit is {limit}"
+        )
+    if untrusted.too_deep(raw):
+        raise InvalidMessage(
+            ErrorCode.TOO_DEEP, f"nested deeper than {untrusted.MAX_DEPTH} arrays or objects"
         )
     try:
         message = orjson.loads(raw)
@@ -243,17 +266,44 @@ def decode(kind: Kind, raw: bytes, *, max_bytes: int | None = None) -> Any:
         raise InvalidMessage(
             ErrorCode.NOT_OBJECT, f"expected a JSON object, got {type(message).__name__}"
         )
-    validate(kind, message)
+    try:
+        validate(kind, message)
+    except InvalidMessage:
+        raise
+    except (ValueError, TypeError) as exc:  # the validator's own limits, never a crash
+        raise InvalidMessage(ErrorCode.SCHEMA, f"cannot be validated: {exc}") from None
+    _integral(kind, message)
     return message
 
 
-def decode_request(raw: bytes, *, max_bytes: int | None = None) -> TaskRequest:
+_INTEGER_FIELDS: Final = {
+    Kind.TASK_REQUEST: ("schema_version", "priority"),
+    Kind.TASK_EVENT: ("schema_version", "exit_code"),
+    Kind.TASK_STATE: ("schema_version", "exit_code", "redriven", "illegal_transitions"),
+    Kind.DEAD_LETTER: ("schema_version",),
+}
+
+
+def _integral(kind: Kind, message: dict[str, Any]) -> None:
+    """Turn the validated integers of a message that were spelled as floats into ints, so
+    `"try_number": 2.0` names the same try (and the same pod, record and URL) as `2`."""
+    for name in _INTEGER_FIELDS.get(kind, ()):
+        if type(message.get(name)) is float:
+            message[name] = int(message[name])
+    key = message if kind is Kind.TASK_KEY else message.get("key")
+    if isinstance(key, dict):
+        for name in ("map_index", "try_number"):
+            if type(key.get(name)) is float:
+                key[name] = int(key[name])
+
+
+def decode_request(raw: bytes | None, *, max_bytes: int | None = None) -> TaskRequest:
     request: TaskRequest = decode(Kind.TASK_REQUEST, raw, max_bytes=max_bytes)
     return request
 
 
-def decode_event(raw: bytes) -> TaskEvent:
-    event: TaskEvent = decode(Kind.TASK_EVENT, raw)
+def decode_event(raw: bytes | None, *, max_bytes: int | None = None) -> TaskEvent:
+    event: TaskEvent = decode(Kind.TASK_EVENT, raw, max_bytes=max_bytes)
     return event
 
 
@@ -263,18 +313,21 @@ def looks_like_control(raw: bytes) -> bool:
     return b'"control_id"' in raw and b'"action"' in raw
 
 
-def decode_control(raw: bytes) -> TaskControl:
-    control: TaskControl = decode(Kind.TASK_CONTROL, raw)
+def decode_control(raw: bytes | None, *, max_bytes: int | None = None) -> TaskControl:
+    control: TaskControl = decode(Kind.TASK_CONTROL, raw, max_bytes=max_bytes)
     return control
 
 
-def recover_key(raw: bytes) -> TaskKey | None:
+def recover_key(raw: bytes | None) -> TaskKey | None:
     """Best-effort task key from a rejected message, so its failure can be reported."""
+    if raw is None or len(raw) > MAX_MESSAGE_BYTES or untrusted.too_deep(raw):
+        return None
     try:
         candidate = orjson.loads(raw)["key"]
         validate(Kind.TASK_KEY, candidate)
-    except (orjson.JSONDecodeError, TypeError, KeyError, InvalidMessage):
+    except (ValueError, TypeError, KeyError, IndexError):  # InvalidMessage is a ValueError
         return None
+    _integral(Kind.TASK_KEY, candidate)
     return TaskKey.from_wire(candidate)
 
 
@@ -370,7 +423,7 @@ def make_cancelled(key: TaskKey, source: str, cancel: CancelInfo, **fields: Any)
 
 
 def make_dead_letter(
-    raw: bytes,
+    raw: bytes | None,
     raw_key: bytes | None,
     error: InvalidMessage,
     *,
@@ -379,13 +432,24 @@ def make_dead_letter(
     offset: int,
     timestamp: int | None,
     stage: str,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> DeadLetter:
+    """A DeadLetter that always fits in `max_bytes` encoded.
+
+    It keeps the exact original key and value when they fit; otherwise a prefix of each,
+    with `truncated` giving the full size and SHA-256 (such a letter cannot be re-driven
+    as is). The quoted reason is bounded too, since a validator's message may quote the value.
+    """
+    value = raw if raw is not None else b""
     key = recover_key(raw)
-    return {
+    letter: DeadLetter = {
         "schema_version": SCHEMA_VERSION,
-        "original": base64.b64encode(raw).decode(),
-        "original_key": base64.b64encode(raw_key).decode() if raw_key is not None else None,
-        "error": {"code": error.code.value, "message": error.message},
+        "original": "",
+        "original_key": None,
+        "error": {
+            "code": error.code.value,
+            "message": untrusted.bounded_text(error.message, ERROR_TEXT_LIMIT),
+        },
         "source": {
             "topic": topic,
             "partition": partition,
@@ -396,6 +460,19 @@ def make_dead_letter(
         "task_key": key.to_wire() if key else None,
         "first_seen": utc_now(),
     }
+    room = max_bytes - len(encode(letter)) - 512  # 512: the `truncated` entries, quotes
+    quotes: dict[str, untrusted.Quote] = {}
+    if raw_key is not None:
+        quotes["original_key"] = untrusted.quote(raw_key, min(KEY_QUOTE_LIMIT, room * 3 // 4))
+        encoded_key = base64.b64encode(quotes["original_key"].kept).decode()
+        letter["original_key"] = encoded_key
+        room -= len(encoded_key)
+    quotes["original"] = untrusted.quote(value, max(room, 0) // 4 * 3)
+    letter["original"] = base64.b64encode(quotes["original"].kept).decode()
+    cut = {name: {"size": q.size, "sha256": q.sha256} for name, q in quotes.items() if q.truncated}
+    if cut:
+        letter["truncated"] = cut
+    return letter
 
 
 def dead_letter_original(letter: DeadLetter) -> tuple[bytes | None, bytes]:

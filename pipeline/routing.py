@@ -21,7 +21,6 @@ Message = tuple[str, bytes | None, bytes]
 
 STAGE: Final = "router"
 REASON_LIMIT: Final = 2000  # TaskEvent.reason allows 4096; keep events small
-LETTER_GROWTH_LIMIT: Final = 1.4  # base64 grows 4/3; the producer refuses 2x max_message_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ def route(
     """
     value = raw if raw is not None else b""
     try:
-        request = messages.decode_request(value, max_bytes=table.max_bytes)
+        request = messages.decode_request(raw, max_bytes=table.max_bytes)
         target = resolve(table, request["queue"])
         if target is None:
             raise InvalidMessage(
@@ -132,10 +131,10 @@ def route(
             )
         return accepted(value, request, target, source, table, now or messages.utc_now())
     except InvalidMessage as invalid:
-        return rejected(value, raw_key, invalid, source, table)
+        return rejected(raw, raw_key, invalid, source, table)
     except Exception as exc:  # a bug here must not stop the stream; the letter keeps the input
         internal = InvalidMessage(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        return rejected(value, raw_key, internal, source, table)
+        return rejected(raw, raw_key, internal, source, table)
 
 
 def accepted(
@@ -191,21 +190,17 @@ def queued_event(
 
 
 def rejected(
-    raw: bytes, raw_key: bytes | None, error: InvalidMessage, source: Source, table: RouteTable
+    raw: bytes | None,
+    raw_key: bytes | None,
+    error: InvalidMessage,
+    source: Source,
+    table: RouteTable,
 ) -> Outcome:
     """A DeadLetter under the original key, and a `dead_lettered` event if a task key survives.
 
-    The letter keeps the exact original bytes unless base64 would take it past what the
-    producer may send (the input was bigger than any accepted request by far): then it keeps
-    a prefix and says so, since a letter that cannot be published would stop the stream.
+    The letter keeps the exact original bytes when they fit in a message (see
+    `messages.make_dead_letter`), since a letter that cannot be published would stop the stream.
     """
-    if len(raw) > table.max_bytes * LETTER_GROWTH_LIMIT:
-        error = InvalidMessage(
-            error.code,
-            f"{error.message}; original truncated to its first {table.max_bytes} "
-            f"of {len(raw)} bytes",
-        )
-        raw = raw[: table.max_bytes]
     letter = messages.make_dead_letter(
         raw,
         raw_key,
@@ -215,6 +210,7 @@ def rejected(
         offset=source.offset,
         timestamp=source.timestamp,
         stage=STAGE,
+        max_bytes=table.max_bytes,
     )
     outcome = Outcome(
         messages=[(table.dlq_topic, raw_key, messages.encode(letter))], reason=error.code

@@ -186,19 +186,20 @@ class CeleryDispatcher(Stage):
         sends = []
         for tp, records in batch.items():
             for record in records:
-                raw = record.value or b""
-                if looks_like_control(raw):
+                limit = self.settings.kafka.max_message_bytes
+                if looks_like_control(record.value or b""):
                     try:
-                        sends.append(self._cancel(decode_control(raw)))
+                        sends.append(self._cancel(decode_control(record.value, max_bytes=limit)))
                         continue
                     except InvalidMessage:
                         pass  # not a control after all: decoded as a request below
                 try:
-                    request = decode_request(raw, max_bytes=self.settings.kafka.max_message_bytes)
+                    request = decode_request(record.value, max_bytes=limit)
                 except InvalidMessage as exc:
                     letter = make_dead_letter(
-                        raw, record.key, exc, topic=tp.topic, partition=tp.partition,
+                        record.value, record.key, exc, topic=tp.topic, partition=tp.partition,
                         offset=record.offset, timestamp=record.timestamp, stage=self.name,
+                        max_bytes=limit,
                     )  # fmt: skip
                     dead.append((topics.dlq, record.key, encode(letter)))
                     DEAD_LETTERS.inc()

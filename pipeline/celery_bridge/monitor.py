@@ -140,12 +140,17 @@ class CeleryMonitor(Stage):
             await self.commit(consumer)
 
     def learn(self, batch: Batch) -> None:
-        """Fold events in; invalid ones are skipped here (the reducer dead-letters them)."""
+        """Fold events in; invalid ones are skipped here (the reducer dead-letters them), and
+        so is one that trips a bug, logged: no record can stop the monitor or, re-read after
+        a restart, stop it again."""
         for tp, records in batch.items():
             for record in records:
                 try:
-                    self.inflight.learn(tp, record.offset, decode_event(record.value or b""))
+                    self.inflight.learn(tp, record.offset, decode_event(record.value))
                 except InvalidMessage:
+                    self.inflight.passed(tp, record.offset)
+                except Exception:
+                    log.exception("event skipped", extra={"at": f"{tp}/{record.offset}"})
                     self.inflight.passed(tp, record.offset)
         IN_FLIGHT.set(len(self.inflight))
 

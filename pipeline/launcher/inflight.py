@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.messages import TERMINAL_STATES, InvalidMessage, State, TaskKey, decode_event
+from pipeline.messages import TERMINAL_STATES, InvalidMessage, TaskKey, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ class InFlight:
         return key in self._keys
 
 
-def finished_key(raw: bytes) -> TaskKey | None:
+def finished_key(raw: bytes | None) -> TaskKey | None:
     """The key of a terminal event of a Kubernetes (or executor-less) task, else None."""
     try:
         event = decode_event(raw)
-    except InvalidMessage:
+    except InvalidMessage:  # the reducer dead-letters it; here it only finishes nothing
         return None
-    if State(event["state"]) not in TERMINAL_STATES or event.get("executor") == "celery":
+    if event["state"] not in TERMINAL_STATES or event.get("executor") == "celery":
         return None
     return TaskKey.from_wire(event["key"])
 
@@ -90,7 +90,7 @@ async def follow_finished(
         freed = False
         for records in batch.values():
             for record in records:
-                key = finished_key(record.value) if record.value is not None else None
+                key = finished_key(record.value)
                 if key is not None and in_flight.finish(key):
                     freed = True
         if freed:

@@ -100,16 +100,17 @@ class LauncherStage(runtime.Stage):
         self._retries: set[asyncio.Task[None]] = set()
         self._publishes: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
-        self._follower: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.cancels = CancelBook()
         self.launches: dict[TaskKey, Launch] = {}
         self._cancel_follower: asyncio.Task[None] | None = None
 
     def health(self) -> tuple[bool, str]:
-        if self._follower is not None and self._follower.done():
-            return False, "events follower stopped"
-        if self._cancel_follower is not None and self._cancel_follower.done():
-            return False, "control follower stopped"
+        """Unhealthy once a task that must run forever ended: without the events follower
+        no slot is freed, without the committer every restart re-reads everything."""
+        for task in self._background:
+            if task.done():
+                return False, f"background task {task.get_name()} stopped"
         return True, "ok"
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -135,10 +136,11 @@ class LauncherStage(runtime.Stage):
                 )
                 if not await self._adopt_in_flight(stopping):
                     return
-                self._follower = runtime.guard(
+                follower = runtime.guard(
                     follow_finished(events, self.in_flight, self._room.set), "launcher-events"
                 )
                 committer = runtime.guard(self._commit_every_interval(requests), "commits")
+                self._background = [self._cancel_follower, follower, committer]
                 requests.subscribe([s.topic.kubernetes], listener=_Rebalance(self, requests))
                 self.ready = True
                 try:
@@ -146,7 +148,7 @@ class LauncherStage(runtime.Stage):
                     await self._drain()
                     await self._commit(requests)
                 finally:
-                    for task in (committer, self._follower, self._cancel_follower, *self._retries):
+                    for task in (committer, follower, self._cancel_follower, *self._retries):
                         task.cancel()
         finally:
             self.api.close()
@@ -208,15 +210,15 @@ class LauncherStage(runtime.Stage):
         self._begin(tp, record.offset)
         if looks_like_control(record.value or b"") and self._take_control(tp, record):
             return None
+        limit = self.settings.kafka.max_message_bytes
         try:
-            request = decode_request(
-                record.value or b"", max_bytes=self.settings.kafka.max_message_bytes
-            )
+            request = decode_request(record.value, max_bytes=limit)
         except InvalidMessage as exc:
             metrics.DEAD_LETTERS.inc()
             letter = make_dead_letter(
-                record.value or b"", record.key, exc, topic=tp.topic, partition=tp.partition,
+                record.value, record.key, exc, topic=tp.topic, partition=tp.partition,
                 offset=record.offset, timestamp=record.timestamp, stage=self.name,
+                max_bytes=limit,
             )  # fmt: skip
             topic = self.settings.topic.dlq
             self._publish(tp, record.offset, topic, record.key, encode(letter))
@@ -230,6 +232,11 @@ class LauncherStage(runtime.Stage):
         except PodRejected as exc:
             metrics.CREATES.labels("rejected").inc()
             self._report(tp, record.offset, self._failed(key, pod_name(key), exc.reason))
+            return None
+        except Exception as exc:  # a bug must fail one task loudly, not stop the stage
+            log.exception("unexpected error building the pod", extra={"task": str(key)})
+            reason = f"internal error building the pod: {exc!r}"
+            self._report(tp, record.offset, self._failed(key, pod_name(key), reason))
             return None
         self.launching += 1
         launch = self.launches[key] = Launch(tp, record.offset, key, pod)

@@ -33,6 +33,7 @@ from pipeline import logs
 from pipeline.config import Settings
 from pipeline.kafka import connection_options, group_timeouts
 from pipeline.messages import (
+    ErrorCode,
     InvalidMessage,
     TaskKey,
     decode_event,
@@ -46,6 +47,7 @@ from pipeline.reducer.fold import (
     TaskState,
     attach_log,
     attach_request,
+    fit,
     fold_event,
     state_key,
 )
@@ -121,15 +123,22 @@ class Reducer:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.max_bytes = settings.kafka.max_message_bytes
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
 
+        self.crashed: BaseException | None = None
+
         async def fold_stream(stream: StreamT[bytes]) -> None:
             assert isinstance(stream, faust.Stream)
-            async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
-                await self.fold_batch(batch)
-                for event in batch:
-                    await stream.ack(event)
+            try:
+                async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+                    await self.fold_batch(batch)
+                    for event in batch:
+                        await stream.ack(event)
+            except Exception as exc:  # liveness must tell: a stopped agent folds nothing
+                self.crashed = exc
+                raise
 
         self.app.agent(self.source, name="reducer")(fold_stream)
 
@@ -144,9 +153,15 @@ class Reducer:
         partitions: dict[bytes, int] = {}
         for event in events:
             folded = await self.fold_one(event, touched)
-            if folded is not None:
-                touched[folded[0]] = folded[1]
-                partitions[folded[0]] = event.message.partition
+            if folded is None:
+                continue
+            key, state = folded
+            if (kept := fit(state, self.max_bytes)) is None:
+                error = InvalidMessage(ErrorCode.OVERSIZED, "its task state would not fit")
+                await self.dead_letter(event, error)
+                continue
+            touched[key] = kept
+            partitions[key] = event.message.partition
         writes = [self.write(partitions[key], key, state) for key, state in touched.items()]
         await asyncio.gather(*writes)
 
@@ -163,13 +178,18 @@ class Reducer:
     async def fold_one(
         self, event: EventT[bytes], touched: dict[bytes, TaskState]
     ) -> tuple[bytes, TaskState] | None:
-        """Fold one record over the batch's view of its state; bad records are dead-lettered."""
+        """Fold one record over the batch's view of its state.
+
+        A bad event is dead-lettered, and so is one that trips a bug (a poison record is
+        skipped, never re-read into a crash loop); a bad request is skipped, since the stage
+        that consumes its topic dead-letters it.
+        """
         message = event.message
-        raw = message.value if isinstance(message.value, bytes) else b""
+        raw = message.value if isinstance(message.value, bytes) else None
         limit = self.settings.reducer.history_limit
         try:
             if message.topic == self.topics.events:
-                task_event = decode_event(raw)
+                task_event = decode_event(raw, max_bytes=self.max_bytes)
                 key = state_key(task_event["key"])
                 state, outcome = fold_event(self.current(key, touched), task_event, limit)
             elif message.topic == self.topics.logs:
@@ -183,11 +203,22 @@ class Reducer:
                 current = self.current(key, touched)
                 state, outcome = attach_log(current, record["key"], ref, record["captured_at"])
             else:
-                request = decode_request(raw)
+                try:
+                    request = decode_request(raw, max_bytes=self.max_bytes)
+                except InvalidMessage:
+                    EVENTS.labels("invalid_request").inc()
+                    return None
                 key = state_key(request["key"])
-                state, outcome = attach_request(self.current(key, touched), request, limit)
+                state, outcome = attach_request(
+                    self.current(key, touched), request, limit,
+                    size=len(raw or b""), keep_bytes=self.max_bytes // 4,
+                )  # fmt: skip
         except InvalidMessage as exc:
-            await self.dead_letter(event, raw, exc)
+            await self.dead_letter(event, exc)
+            return None
+        except Exception as exc:
+            log.exception("record dead-lettered after an internal error")
+            await self.dead_letter(event, InvalidMessage(ErrorCode.INTERNAL, repr(exc)))
             return None
         self.count(outcome, state)
         return (key, state) if outcome in (Outcome.APPLIED, Outcome.ILLEGAL) else None
@@ -207,10 +238,10 @@ class Reducer:
                     extra={"state": state["state"], "refused": state["illegal_event_ids"][-1]},
                 )
 
-    async def dead_letter(self, event: EventT[bytes], raw: bytes, error: InvalidMessage) -> None:
+    async def dead_letter(self, event: EventT[bytes], error: InvalidMessage) -> None:
         message = event.message
         letter = make_dead_letter(
-            raw,
+            message.value if isinstance(message.value, bytes) else None,
             message.key if isinstance(message.key, bytes) else None,
             error,
             topic=message.topic,
@@ -218,6 +249,7 @@ class Reducer:
             offset=message.offset,
             timestamp=int(message.timestamp * 1000) if message.timestamp else None,
             stage="reducer",
+            max_bytes=self.max_bytes,
         )
         # Acknowledged before the offset can be committed: never dropped.
         await self.publish(self.topics.dlq, message.key, encode(letter))
@@ -237,6 +269,8 @@ class Reducer:
         return recovery.completed.is_set() and not (app.rebalancing or app.in_recovery)
 
     def health(self) -> tuple[bool, str]:
+        if self.crashed is not None:
+            return False, f"fold agent stopped: {self.crashed!r}"[:500]
         return True, "recovering" if self.app.in_recovery else "ok"
 
     def states(self) -> list[TaskState]:

@@ -99,6 +99,7 @@ class TaskState(TypedDict):
     illegal_transitions: NotRequired[int]
     illegal_event_ids: NotRequired[list[str]]
     request: NotRequired[TaskRequest]
+    request_dropped: NotRequired[int]
 
 
 def state_key(key: TaskKeyDict) -> bytes:
@@ -146,19 +147,31 @@ def fold_event(
 
 
 def attach_request(
-    current: TaskState | None, request: TaskRequest, history_limit: int
+    current: TaskState | None,
+    request: TaskRequest,
+    history_limit: int,
+    *,
+    size: int = 0,
+    keep_bytes: int | None = None,
 ) -> tuple[TaskState, Outcome]:
     """Keep a routed request in its state (the sweeper re-drives it from there).
 
     A routed request proves the task was queued, so when it arrives before the router's
     own `queued` event it records that event, rebuilt from the routing stamp: same id,
     source and time, so the state is the same whichever of the two topics is read first.
+    One of `size` bytes, over `keep_bytes`, is not kept (the state records its size): a
+    state record must fit in one message, and the sweeper then fails instead of re-driving.
     """
     routing = request.get("routing") or {}
     key = TaskKey.from_wire(request["key"])
     routed_at = routing.get("routed_at", request["submitted_at"])
     inferred = cast(TaskEvent, queued_event(key, request, routing.get("target"), routed_at))
     state, outcome = fold_event(current, inferred, history_limit)
+    if keep_bytes is not None and size > keep_bytes:
+        if state.get("request_dropped") == size and "request" not in state:
+            return state, outcome
+        kept = {k: v for k, v in state.items() if k != "request"}
+        return {**kept, "request_dropped": size}, Outcome.APPLIED  # type: ignore[typeddict-item]
     if state.get("request") == request:
         return state, outcome
     return {**state, "request": request}, Outcome.APPLIED
@@ -178,6 +191,18 @@ def attach_log(
     ):
         return base, Outcome.STALE
     return {**base, "log": ref}, Outcome.APPLIED
+
+
+def fit(state: TaskState, max_bytes: int) -> TaskState | None:
+    """`state` as it may be written to the changelog: itself when it fits in `max_bytes`,
+    else without its request and with a short history, else None (it cannot be kept)."""
+    if len(orjson.dumps(state)) <= max_bytes:
+        return state
+    trimmed: TaskState = {**state, "history": state["history"][-5:]}
+    trimmed.pop("request", None)
+    if "illegal_event_ids" in trimmed:
+        trimmed["illegal_event_ids"] = trimmed["illegal_event_ids"][-5:]
+    return trimmed if len(orjson.dumps(trimmed)) <= max_bytes else None
 
 
 def new_state(key: TaskKeyDict, observed_at: str) -> TaskState:

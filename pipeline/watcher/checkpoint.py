@@ -47,6 +47,18 @@ class Checkpoint:
         pods = [PodObservation.from_wire(pod) for pod in data["open_pods"]]
         return cls(str(data["resource_version"]), pods)
 
+    @classmethod
+    def read(cls, raw: bytes | None) -> Checkpoint | None:
+        """The checkpoint in `raw`, or None for anything else written to the topic: a list
+        from scratch is always safe, a crash here would repeat on every restart."""
+        if raw is None:
+            return None
+        try:
+            return cls.decode(raw)
+        except Exception as exc:
+            log.warning("unreadable checkpoint ignored; starting from a list: %s", exc)
+            return None
+
 
 def scope_key(server: str, namespace: str, selector: str) -> bytes:
     """One key per watch: a checkpoint never applies to another cluster or selection."""
@@ -84,15 +96,9 @@ class CheckpointStore:
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=200)
                 for record in batch.get(tp, []):
-                    if record.key == key and record.value is not None:
+                    if record.key == key:
                         last = record.value
                 highwater = consumer.highwater(tp)
                 if not batch and highwater is not None and await consumer.position(tp) >= highwater:
                     break
-        if last is None:
-            return None
-        try:
-            return Checkpoint.decode(last)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.warning("unreadable checkpoint ignored; starting from a list: %s", exc)
-            return None
+        return Checkpoint.read(last)

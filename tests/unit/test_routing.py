@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -35,6 +36,11 @@ def table(
 
 def request_bytes(queue: str = "default", key: TaskKey = KEY, **fields: Any) -> bytes:
     return messages.encode({**messages.make_request(key, ["echo", "hi"], queue), **fields})
+
+
+def with_key(**fields: Any) -> bytes:
+    """A valid request whose key fields are spelled as given (e.g. `2.0`)."""
+    return messages.encode({**orjson.loads(request_bytes()), "key": {**KEY.to_wire(), **fields}})
 
 
 @pytest.mark.parametrize(
@@ -118,7 +124,10 @@ def test_an_earlier_routing_stamp_is_replaced() -> None:
 
 INVALID: list[tuple[str, bytes | None, ErrorCode, bool]] = [
     ("not json", b"{nope", ErrorCode.NOT_JSON, False),
-    ("tombstone", None, ErrorCode.NOT_JSON, False),
+    ("tombstone", None, ErrorCode.TOMBSTONE, False),
+    ("empty", b"", ErrorCode.NOT_JSON, False),
+    ("too deep", b'{"key": ' + b"[" * 65 + b"]" * 65 + b"}", ErrorCode.TOO_DEEP, False),
+    ("float try", with_key(try_number=1.5), ErrorCode.SCHEMA, False),
     ("array", b"[1, 2]", ErrorCode.NOT_OBJECT, False),
     ("no command", request_bytes(command=[]), ErrorCode.SCHEMA, True),
     ("bad queue", request_bytes("has space"), ErrorCode.SCHEMA, True),
@@ -140,7 +149,12 @@ def test_invalid_input_becomes_a_dead_letter_with_the_exact_bytes_and_maybe_an_e
     (dlq, letter_key, letter_raw), *events = outcome.messages
     assert (dlq, letter_key) == ("out.dlq", b"producer-key")
     letter = messages.decode(Kind.DEAD_LETTER, letter_raw)
-    assert messages.dead_letter_original(letter) == (b"producer-key", raw or b"")
+    key, kept = messages.dead_letter_original(letter)
+    if code is ErrorCode.OVERSIZED:  # the letter must fit where the original did not
+        assert len(letter_raw) <= 10_000 and "truncated" in letter
+        assert raw is not None and raw.startswith(kept)
+    else:
+        assert (key, kept) == (b"producer-key", raw or b"")
     assert letter["error"]["code"] == code.value and letter["stage"] == "router"
     assert letter["source"] == {"topic": "tasks.requests", "partition": 3, "offset": 41,
                                 "timestamp": 1_767_225_600_000}  # fmt: skip
@@ -167,12 +181,31 @@ def test_an_unexpected_failure_is_dead_lettered_as_internal_instead_of_raised() 
     assert orjson.loads(outcome.messages[0][2])["error"]["message"].startswith("KeyError")
 
 
-def test_input_too_big_to_carry_whole_keeps_a_prefix_and_says_so() -> None:
+def test_input_too_big_to_carry_whole_keeps_a_prefix_its_size_and_digest() -> None:
     raw = b"x" * 50_000
-    outcome = route(raw, None, SOURCE, table(max_bytes=10_000))
-    letter = messages.decode(Kind.DEAD_LETTER, outcome.messages[0][2])
-    assert messages.dead_letter_original(letter)[1] == raw[:10_000]
-    assert "truncated to its first 10000 of 50000 bytes" in letter["error"]["message"]
+    outcome = route(raw, b"k" * 9000, SOURCE, table(max_bytes=10_000))
+    (_, _, letter_raw), *_ = outcome.messages
+    assert len(letter_raw) <= 10_000
+    letter = messages.decode(Kind.DEAD_LETTER, letter_raw)
+    key, kept = messages.dead_letter_original(letter)
+    assert raw.startswith(kept) and len(kept) > 2000
+    assert key is not None and len(key) == messages.KEY_QUOTE_LIMIT
+    assert letter["truncated"]["original"] == {
+        "size": 50_000,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    assert letter["truncated"]["original_key"]["size"] == 9000
+
+
+def test_a_float_spelled_integer_key_names_the_same_try() -> None:
+    spelled = with_key(map_index=-1.0, try_number=float(KEY.try_number))
+    outcome = route(spelled, None, SOURCE, table())
+    assert outcome.target is not None
+    routed = messages.decode_request(outcome.messages[0][2])
+    event = messages.decode_event(outcome.messages[1][2])
+    assert routed["key"] == event["key"] == KEY.to_wire()
+    assert type(routed["key"]["try_number"]) is int
+    assert outcome.messages[0][1] == KEY.partition_key
 
 
 @given(raw=st.binary(max_size=300) | st.none(), raw_key=st.binary(max_size=20) | st.none())
