@@ -85,18 +85,23 @@ class TopicSettings(SettingsGroup):
         "tasks.watcher-checkpoints",
         description="Where the pod watcher keeps its resourceVersion (compacted, keyed by watch).",
     )
+    launches: str = Field(
+        "tasks.launches",
+        description="The launch ledger (compacted, keyed by task key and try): a try with a "
+        "record there is never launched again.",
+    )
     partitions: int = Field(6, ge=1, description="Partitions for new topics.")
     replication_factor: int = Field(1, ge=1)
 
     def all_names(self) -> list[str]:
         return [
             self.requests, self.kubernetes, self.celery, self.events, self.state, self.dlq,
-            self.control, self.logs, self.watcher_checkpoints,
+            self.control, self.logs, self.watcher_checkpoints, self.launches,
         ]  # fmt: skip
 
     def compacted(self) -> set[str]:
         """Topics that hold the latest value per key, not a history."""
-        return {self.state, self.logs, self.watcher_checkpoints}
+        return {self.state, self.logs, self.watcher_checkpoints, self.launches}
 
 
 class KubeSettings(SettingsGroup):

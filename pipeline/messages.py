@@ -41,6 +41,7 @@ class Kind(StrEnum):
     DEAD_LETTER = "dead-letter"
     TASK_CONTROL = "task-control"
     TASK_LOG = "task-log"
+    LAUNCH_RECORD = "launch-record"
 
 
 class State(StrEnum):

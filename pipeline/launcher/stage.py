@@ -33,18 +33,19 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from kubernetes.config import ConfigException
 
-from pipeline import logs, runtime, tasklogs
+from pipeline import launches, logs, runtime, tasklogs
 from pipeline.config import Settings
-from pipeline.kafka import all_started, make_consumer, make_producer
+from pipeline.kafka import all_started, fetch_highwaters, make_consumer, make_producer
 from pipeline.launcher import metrics
 from pipeline.launcher.builder import PodSpecBuilder
 from pipeline.launcher.cancels import CancelBook, read_to_end
 from pipeline.launcher.cancels import follow as follow_cancels
-from pipeline.launcher.errors import LaunchError, PodRejected, retry_delay
+from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater, retry_delay
 from pipeline.launcher.inflight import InFlight, follow_finished, position_at_end
 from pipeline.launcher.kube_client import TERMINAL_PHASES, PodApi, PodEnd
 from pipeline.launcher.merge import JsonObj
 from pipeline.launcher.offsets import OffsetTracker
+from pipeline.launches import LaunchLedger, LaunchStatus
 from pipeline.messages import (
     CancelInfo,
     InvalidMessage,
@@ -92,6 +93,7 @@ class LauncherStage(runtime.Stage):
         cfg = settings.launcher
         self.api = api or PodApi(settings.kube, cfg.max_concurrent_creates)
         self.in_flight = InFlight()
+        self.ledger = LaunchLedger()
         self.launching = 0
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -104,6 +106,7 @@ class LauncherStage(runtime.Stage):
         self.cancels = CancelBook()
         self.launches: dict[TaskKey, Launch] = {}
         self._cancel_follower: asyncio.Task[None] | None = None
+        self._ledger_lock = asyncio.Lock()
 
     def health(self) -> tuple[bool, str]:
         """Unhealthy once a task that must run forever ended: without the events follower
@@ -120,6 +123,7 @@ class LauncherStage(runtime.Stage):
         self.producer = make_producer(s.kafka, "launcher")
         events = make_consumer(s.kafka, group_id=None, client_id="launcher-events")
         controls = make_consumer(s.kafka, group_id=None, client_id="launcher-controls")
+        self._ledger_reader = make_consumer(s.kafka, group_id=None, client_id="launcher-ledger")
         requests = make_consumer(
             s.kafka,
             group_id=s.launcher.group_id,
@@ -127,20 +131,24 @@ class LauncherStage(runtime.Stage):
             session_timeout_ms=s.launcher.session_timeout_ms,
         )
         try:
-            async with all_started(s.kafka, self.producer, events, controls, requests):
+            async with all_started(
+                s.kafka, self.producer, events, controls, self._ledger_reader, requests
+            ):
                 await position_at_end(events, s.topic.events)
                 await read_to_end(controls, s.topic.control, self.cancels)
                 self._cancel_follower = runtime.guard(
                     follow_cancels(controls, self.cancels, self._cancel_in_flight),
                     "launcher-controls",
                 )
+                await self._read_ledger()
                 if not await self._adopt_in_flight(stopping):
                     return
                 follower = runtime.guard(
                     follow_finished(events, self.in_flight, self._room.set), "launcher-events"
                 )
                 committer = runtime.guard(self._commit_every_interval(requests), "commits")
-                self._background = [self._cancel_follower, follower, committer]
+                ledger = runtime.guard(self._follow_ledger(), "launch-ledger")
+                self._background = [self._cancel_follower, follower, committer, ledger]
                 requests.subscribe([s.topic.kubernetes], listener=_Rebalance(self, requests))
                 self.ready = True
                 try:
@@ -148,7 +156,13 @@ class LauncherStage(runtime.Stage):
                     await self._drain()
                     await self._commit(requests)
                 finally:
-                    for task in (committer, follower, self._cancel_follower, *self._retries):
+                    for task in (*self._background, *self._retries):
+                        committer,
+                        follower,
+                        ledger,
+                        self._cancel_follower,
+                        *self._retries,
+                    ):
                         task.cancel()
         finally:
             self.api.close()
@@ -165,11 +179,73 @@ class LauncherStage(runtime.Stage):
                 log.warning("cannot list pods yet (%s); retrying in %.1fs", exc.reason, delay)
                 await runtime.sleep_unless_stopped(stopping, delay)
                 continue
-            for key in keys:
-                self.in_flight.add(key)
+            for key in keys:  # a pod whose try is finished in the ledger holds no slot
+                if (
+                    self.ledger.status(key) is None
+                    or self.ledger.status(key) is LaunchStatus.LAUNCHING
+                ):
+                    self.in_flight.add(key)
             log.info("adopted %d unfinished pods", len(self.in_flight))
             return True
         return False
+
+    # -- the launch ledger -------------------------------------------------------------------
+
+    async def _read_ledger(self) -> None:
+        """Read the whole ledger before the first request: every try launched before."""
+        topic = self.settings.topic.launches
+        partitions = await position_at_end(self._ledger_reader, topic)
+        for tp in partitions:
+            self._ledger_reader.seek(tp, 0)
+        await self._catch_up()
+        log.info("launch ledger read", extra={"tries": len(self.ledger)})
+
+    async def _catch_up(self) -> None:
+        """Read the ledger up to its high-water as of now (the background reader does the
+        same forever; this is for decisions that must not miss a record just written)."""
+        reader = self._ledger_reader
+        highwaters = await fetch_highwaters(self.settings.kafka, reader.assignment())
+        async with self._ledger_lock:
+            while not await launches.caught_up(reader, highwaters):
+                await self._read_ledger_batch(timeout_ms=100)
+
+    async def _follow_ledger(self) -> None:
+        while True:
+            async with self._ledger_lock:
+                await self._read_ledger_batch(timeout_ms=200)
+
+    async def _read_ledger_batch(self, timeout_ms: int) -> None:
+        batch = await self._ledger_reader.getmany(timeout_ms=timeout_ms, max_records=5000)
+        freed = False
+        for records in batch.values():
+            for consumed in records:
+                record = launches.decode_record(consumed.value)
+                if record is None:
+                    continue
+                kept = self.ledger.apply(record)
+                if kept["status"] != LaunchStatus.LAUNCHING:
+                    freed = self.in_flight.finish(TaskKey.from_wire(kept["key"])) or freed
+        if freed:
+            self._room.set()
+
+    async def _status_now(self, key: TaskKey) -> LaunchStatus | None:
+        """The ledger's word on `key` after reading everything written so far."""
+        try:
+            await self._catch_up()
+        except KafkaError as exc:
+            raise RetryLater(f"launch ledger unreadable: {exc}") from None
+        return self.ledger.status(key)
+
+    async def _record_launching(self, launch: Launch) -> None:
+        """Write-ahead: the try's `launching` record is acknowledged before its pod exists."""
+        record = launches.make_record(
+            launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name
+        )
+        try:
+            await launches.write(self.producer, self.settings.topic.launches, [record])
+        except KafkaError as exc:
+            raise RetryLater(f"launch ledger unwritable: {exc}") from None
+        self.ledger.apply(record)
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -354,11 +430,36 @@ class LauncherStage(runtime.Stage):
             if error is not None:
                 self._after_error(launch, error)
                 return
-            self._decided(launch, alive)
+            if alive is LaunchStatus.CANCELLED:
+                self._decided(launch, alive=False)
+                self._skip(launch.tp, launch.offset)
+                return
+            self._decided(launch, alive is True)
             self._report(launch.tp, launch.offset, self._launched(launch))
 
-    async def _create(self, launch: Launch) -> bool:
-        """Create the pod; whether it is alive (a 409 pod may have finished long ago)."""
+    async def _create(self, launch: Launch) -> bool | LaunchStatus:
+        """Create the pod once per try: whether it is alive (a 409 pod may have finished long
+        ago), or the ledger's status when the try was launched or cancelled before.
+
+        A `launching` record whose pod is gone is read again after catching up with the
+        ledger: the watcher writes `finished` before it deletes a pod, so a try with neither
+        a pod nor `finished` never got its pod, and only then is it created.
+        """
+        status = self.ledger.status(launch.key)
+        if status is LaunchStatus.LAUNCHING:
+            phase = await self.api.phase(launch.name)
+            if phase is not None:
+                metrics.CREATES.labels("exists").inc()
+                return phase not in TERMINAL_PHASES
+            status = await self._status_now(launch.key)
+        if status is LaunchStatus.FINISHED or status is LaunchStatus.CANCELLED:
+            metrics.CREATES.labels(
+                "duplicate" if status is LaunchStatus.FINISHED else "cancelled"
+            ).inc()
+            log.info("try already %s; no pod created", status.value)
+            return status
+        if status is None:
+            await self._record_launching(launch)
         if await self.api.create(launch.pod):
             metrics.CREATES.labels("created").inc()
             return True
@@ -444,6 +545,11 @@ class LauncherStage(runtime.Stage):
             self._finish(tp, offset)
 
     def _finish(self, tp: TopicPartition, offset: int) -> None:
+        if tracker := self.trackers.get(tp):
+            tracker.finish(offset)
+
+    def _skip(self, tp: TopicPartition, offset: int) -> None:
+        """A request with nothing to publish is done at once."""
         if tracker := self.trackers.get(tp):
             tracker.finish(offset)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from kubernetes.client import CoreV1Api
 
-from pipeline import runtime
+from pipeline import launches, runtime
 from pipeline.config import ConfigError, Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import encode
@@ -119,7 +119,7 @@ class WatcherStage(Stage):
             if watcher.capture_logs else None
         )  # fmt: skip
         reporter = PodReporter(
-            _publisher(producer, settings.topic.events, capture),
+            _publisher(producer, settings.topic.events, settings.topic.launches, capture),
             api.delete,
             CleanupPolicy(watcher.delete_pods, watcher.delete_pods_on_failure),
             PodLedger(saved.open_pods if saved else ()),
@@ -143,7 +143,13 @@ class WatcherStage(Stage):
         return watch
 
 
-def _publisher(producer: AIOKafkaProducer, topic: str, capture: LogCapture | None) -> Publish:
+def _publisher(
+    producer: AIOKafkaProducer, topic: str, ledger_topic: str, capture: LogCapture | None
+) -> Publish:
+    """Events, acknowledged; then, for each try that ended, its captured log and its
+    `finished` launch record, acknowledged before the reporter may delete the pod (a deleted
+    pod's name is free again, and only the ledger then tells a launcher the try already ran)."""
+
     async def publish(observations: Sequence[PodObservation]) -> None:
         if not observations:
             return
@@ -152,6 +158,15 @@ def _publisher(producer: AIOKafkaProducer, topic: str, capture: LogCapture | Non
         )
         if capture is not None:  # before the reporter deletes any of these pods
             await capture.keep([o for o in observations if o.terminal])
+        ended = [
+            launches.make_record(
+                o.key, launches.LaunchStatus.FINISHED, "watcher", pod_name=o.name,
+                reason=o.state.value,
+            )
+            for o in observations
+            if o.terminal
+        ]  # fmt: skip
+        await launches.write(producer, ledger_topic, ended)
         for observation in observations:
             metrics.EVENTS.labels(observation.state.value).inc()
             log.info("task %s", observation.state.value, extra={

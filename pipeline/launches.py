@@ -1,0 +1,153 @@
+"""The launch ledger: a compacted topic that remembers, per try, that its effect was begun.
+
+A deterministic pod name makes a re-delivered request harmless only while the pod exists;
+once the watcher has deleted a finished pod, the name is free again and a re-delivery (or
+a replay) would run the try a second time. The ledger outlives the pod:
+
+- `launching`, written by the launcher and acknowledged *before* it creates the pod;
+- `finished`, written by the watcher once the try's terminal event is acknowledged and
+  before it deletes the pod (so a pod that is gone always left `finished` behind);
+- `cancelled`, written by whoever cancels a try: it is never launched after that.
+
+Records are keyed by the full task key (try included) and written to the partition that the
+task's partition key maps to, so a task's record sits in the same partition number as its
+requests. A later record never weakens an earlier one (`merge`). No I/O but the two thin
+Kafka edges at the bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Final, NotRequired, TypedDict
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from pipeline import messages
+from pipeline.messages import SCHEMA_VERSION, InvalidMessage, Kind, TaskKey, TaskKeyDict
+
+log = logging.getLogger(__name__)
+
+
+class LaunchStatus(StrEnum):
+    LAUNCHING = "launching"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+_RANK: Final = {LaunchStatus.LAUNCHING: 0, LaunchStatus.FINISHED: 1, LaunchStatus.CANCELLED: 2}
+
+
+class LaunchRecord(TypedDict):
+    """One try's record (schemas/launch-record.schema.json)."""
+
+    schema_version: int
+    key: TaskKeyDict
+    status: str
+    source: str
+    at: str
+    pod_name: NotRequired[str]
+    reason: NotRequired[str]
+
+
+def record_key(key: TaskKey) -> bytes:
+    """The ledger's Kafka key: the full task key, since each try has its own record."""
+    return orjson.dumps([key.dag_id, key.task_id, key.run_id, key.map_index, key.try_number])
+
+
+def partition_for(key: TaskKey, partitions: int) -> int:
+    """The partition the default partitioner gives the task's partition key (its requests')."""
+    return int(murmur2(key.partition_key) & 0x7FFFFFFF) % partitions
+
+
+def make_record(
+    key: TaskKey, status: LaunchStatus, source: str, **fields: str | None
+) -> LaunchRecord:
+    record: LaunchRecord = {
+        "schema_version": SCHEMA_VERSION,
+        "key": key.to_wire(),
+        "status": status.value,
+        "source": source,
+        "at": messages.utc_now(),
+    }
+    record.update({k: v for k, v in fields.items() if v is not None})  # type: ignore[typeddict-item]
+    return record
+
+
+def decode_record(raw: bytes | None) -> LaunchRecord | None:
+    """A record from the ledger topic, or None for anything else written there."""
+    try:
+        record: LaunchRecord = messages.decode(Kind.LAUNCH_RECORD, raw)
+    except InvalidMessage:
+        return None
+    return record
+
+
+def merge(old: LaunchRecord | None, new: LaunchRecord) -> LaunchRecord:
+    """The record that stands: a later `launching` never undoes `finished` or `cancelled`."""
+    if old is not None and _RANK[LaunchStatus(old["status"])] > _RANK[LaunchStatus(new["status"])]:
+        return old
+    return new
+
+
+class LaunchLedger:
+    """What the ledger topic says, per try, as far as it has been read."""
+
+    def __init__(self) -> None:
+        self._records: dict[TaskKey, LaunchRecord] = {}
+
+    def apply(self, record: LaunchRecord) -> LaunchRecord:
+        key = TaskKey.from_wire(record["key"])
+        kept = self._records[key] = merge(self._records.get(key), record)
+        return kept
+
+    def get(self, key: TaskKey) -> LaunchRecord | None:
+        return self._records.get(key)
+
+    def status(self, key: TaskKey) -> LaunchStatus | None:
+        record = self._records.get(key)
+        return LaunchStatus(record["status"]) if record is not None else None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+# -- Kafka edges -------------------------------------------------------------------------------
+
+
+async def write(producer: AIOKafkaProducer, topic: str, records: Iterable[LaunchRecord]) -> None:
+    """Write records to their tasks' partitions and wait until all are acknowledged."""
+    partitions = sorted(await producer.partitions_for(topic))
+    sent = []
+    for record in records:
+        key = TaskKey.from_wire(record["key"])
+        partition = partitions[partition_for(key, len(partitions))]
+        value = messages.encode(record)
+        sent.append(await producer.send(topic, value, key=record_key(key), partition=partition))
+    if sent:
+        await asyncio.gather(*sent)
+
+
+async def read_into(consumer: AIOKafkaConsumer, ledger: LaunchLedger, timeout_ms: int) -> int:
+    """One fetch of the assigned ledger partitions into `ledger`; how many records it held."""
+    batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+    count = 0
+    for records in batch.values():
+        for consumed in records:
+            record = decode_record(consumed.value)
+            if record is not None:
+                ledger.apply(record)
+            count += 1
+    return count
+
+
+async def caught_up(consumer: AIOKafkaConsumer, highwaters: dict[TopicPartition, int]) -> bool:
+    """Whether `consumer` has read every partition up to the given high-water offsets."""
+    for tp, end in highwaters.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True

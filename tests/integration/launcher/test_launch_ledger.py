@@ -1,0 +1,121 @@
+"""Once per try: the launch ledger outlives the pod, so a re-delivered or re-published request
+whose pod is gone is a duplicate, a cancelled try is never launched, and an adopted pod whose
+try already ended holds no parallelism slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from kubernetes import client
+
+from pipeline import launches, pods
+from pipeline.config import Settings
+from pipeline.kafka import make_producer, started
+from pipeline.launcher import metrics
+from pipeline.launches import LaunchStatus
+from pipeline.messages import TaskKey
+from pipeline.sandbox.kube import RUN_SECONDS, KubeEmulator
+from tests.fixtures.kafka import read_all, read_records
+from tests.fixtures.polling import eventually
+from tests.integration.launcher.support import (
+    SetEnv,
+    launcher_run,
+    managed_pods,
+    publish,
+    read_events,
+    request,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def write_records(settings: Settings, records: list[launches.LaunchRecord]) -> None:
+    kafka = settings.kafka
+    async with started(make_producer(kafka, "test-ledger"), kafka) as producer:
+        await launches.write(producer, settings.topic.launches, records)
+
+
+def created() -> float:
+    value: float = metrics.CREATES.labels("created")._value.get()
+    return value
+
+
+async def test_a_request_again_after_its_pod_was_deleted_is_a_duplicate_not_a_second_pod(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    s = launcher_env()
+    keys = [TaskKey("ledger", f"t{i}", "r1") for i in range(4)]
+    async with launcher_run(s):
+        await publish(s, [request(k) for k in keys])
+        first = await read_events(s, len(keys))
+    records = [launches.decode_record(r.value) for r in await read_all(s, s.topic.launches)]
+    assert Counter(r["status"] for r in records if r) == {"launching": len(keys)}
+
+    # What the watcher does when a pod ends: `finished` first, then the pod is deleted.
+    await write_records(
+        s, [launches.make_record(k, LaunchStatus.FINISHED, "watcher") for k in keys]
+    )
+    for key in keys:
+        await asyncio.to_thread(core_v1.delete_namespaced_pod, pods.pod_name(key), "default")
+    await eventually(lambda: asyncio.to_thread(lambda: not managed_pods(core_v1)), timeout_s=30)
+
+    before = created()
+    async with launcher_run(s) as stage:  # a new launcher: it knows only what the ledger says
+        await publish(s, [request(k) for k in keys])  # re-published, as a replay would
+        again = await read_events(s, 2 * len(keys))
+        assert len(stage.in_flight) == 0
+    assert created() == before
+    assert await asyncio.to_thread(managed_pods, core_v1) == []
+    assert {e["event_id"] for e in again} == {e["event_id"] for e in first}, "same facts"
+
+
+async def test_a_cancelled_try_is_never_launched(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    s = launcher_env()
+    cancelled, other = TaskKey("ledger", "cancelled", "r1"), TaskKey("ledger", "other", "r1")
+    await write_records(s, [launches.make_record(cancelled, LaunchStatus.CANCELLED, "test")])
+    async with launcher_run(s):
+        await publish(s, [request(cancelled), request(other)])
+        [event] = await read_events(s, 1)
+        await eventually(lambda: asyncio.to_thread(lambda: len(managed_pods(core_v1)) == 1))
+    assert TaskKey.from_wire(event["key"]) == other
+    names = [p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1)]
+    assert names == [pods.pod_name(other)]
+
+
+async def test_a_launching_record_without_pod_or_finish_means_the_pod_was_never_made(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    """The launcher died after its write-ahead record and before the create: launch it."""
+    s = launcher_env()
+    key = TaskKey("ledger", "interrupted", "r1")
+    await write_records(s, [launches.make_record(key, LaunchStatus.LAUNCHING, "launcher")])
+    async with launcher_run(s):
+        await publish(s, [request(key)])
+        [event] = await read_events(s, 1)
+    assert event["state"] == "launched"
+    names = [p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1)]
+    assert names == [pods.pod_name(key)]
+
+
+async def test_adoption_counts_only_pods_whose_try_has_not_ended(
+    launcher_env: SetEnv, kube_emulator: KubeEmulator
+) -> None:
+    """Pods that stay Pending after their `failed` was reported (ImagePullBackOff, kept for
+    debugging) must not hold slots after a restart, or enough restarts stop all launches."""
+    s = launcher_env()
+    ended = [TaskKey("adopt", f"ended{i}", "r1") for i in range(3)]
+    live = TaskKey("adopt", "live", "r1")
+    slow = {"metadata": {"annotations": {RUN_SECONDS: "60"}}}
+    async with launcher_run(s):
+        config = {"pod_override": slow}
+        await publish(s, [request(k, executor_config=config) for k in [*ended, live]])
+        await read_records(s, s.topic.events, 4)
+    finished = [launches.make_record(k, LaunchStatus.FINISHED, "watcher") for k in ended]
+    await write_records(s, finished)
+
+    async with launcher_run(s) as stage:
+        assert len(stage.in_flight) == 1 and live in stage.in_flight
