@@ -10,9 +10,9 @@ a replay) would run the try a second time. The ledger outlives the pod:
 - `cancelled`, written by whoever cancels a try: it is never launched after that.
 
 Records are keyed by the full task key (try included) and written to the partition that the
-task's partition key maps to, so a task's record sits in the same partition number as its
-requests. A later record never weakens an earlier one (`merge`). No I/O but the two thin
-Kafka edges at the bottom.
+task's partition key maps to, as task logs are (`tasklogs.full_key`, `tasklogs.partition_for`),
+so a task's record sits in the same partition number as its requests. A later record never
+weakens an earlier one (`merge`). No I/O but the Kafka edges at the bottom.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Final, NotRequired, TypedDict
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
 
 from pipeline import messages
 from pipeline.messages import SCHEMA_VERSION, InvalidMessage, Kind, TaskKey, TaskKeyDict
+from pipeline.tasklogs import full_key, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,6 @@ class LaunchRecord(TypedDict):
     at: str
     pod_name: NotRequired[str]
     reason: NotRequired[str]
-
-
-def record_key(key: TaskKey) -> bytes:
-    """The ledger's Kafka key: the full task key, since each try has its own record."""
-    return orjson.dumps([key.dag_id, key.task_id, key.run_id, key.map_index, key.try_number])
-
-
-def partition_for(key: TaskKey, partitions: int) -> int:
-    """The partition the default partitioner gives the task's partition key (its requests')."""
-    return int(murmur2(key.partition_key) & 0x7FFFFFFF) % partitions
 
 
 def make_record(
@@ -121,13 +110,13 @@ class LaunchLedger:
 
 async def write(producer: AIOKafkaProducer, topic: str, records: Iterable[LaunchRecord]) -> None:
     """Write records to their tasks' partitions and wait until all are acknowledged."""
-    partitions = sorted(await producer.partitions_for(topic))
+    partitions = await producer.partitions_for(topic)
     sent = []
     for record in records:
         key = TaskKey.from_wire(record["key"])
-        partition = partitions[partition_for(key, len(partitions))]
+        partition = partition_for(key, partitions)
         value = messages.encode(record)
-        sent.append(await producer.send(topic, value, key=record_key(key), partition=partition))
+        sent.append(await producer.send(topic, value, key=full_key(key), partition=partition))
     if sent:
         await asyncio.gather(*sent)
 

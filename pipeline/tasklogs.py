@@ -122,8 +122,8 @@ async def publish(producer: AIOKafkaProducer, topic: str, record: TaskLog) -> No
     await sent
 
 
-def decode_task_log(raw: bytes) -> TaskLog:
-    record: TaskLog = decode(Kind.TASK_LOG, raw)
+def decode_task_log(raw: bytes | None, *, max_bytes: int | None = None) -> TaskLog:
+    record: TaskLog = decode(Kind.TASK_LOG, raw, max_bytes=max_bytes)
     return record
 
 

@@ -157,12 +157,6 @@ class LauncherStage(runtime.Stage):
                     await self._commit(requests)
                 finally:
                     for task in (*self._background, *self._retries):
-                        committer,
-                        follower,
-                        ledger,
-                        self._cancel_follower,
-                        *self._retries,
-                    ):
                         task.cancel()
         finally:
             self.api.close()

@@ -193,7 +193,7 @@ class Reducer:
                 key = state_key(task_event["key"])
                 state, outcome = fold_event(self.current(key, touched), task_event, limit)
             elif message.topic == self.topics.logs:
-                record = decode_task_log(raw)
+                record = decode_task_log(raw, max_bytes=self.max_bytes)
                 key = state_key(record["key"])
                 ref: LogRef = {
                     "partition": message.partition,
