@@ -155,6 +155,11 @@ class CelerySettings(SettingsGroup):
     unacked_restore_interval_s: float = Field(
         10.0, gt=0, description="How often workers look for tasks past the visibility timeout."
     )
+    rerun_lost_commands: bool = Field(
+        False,
+        description="A command whose worker died while it ran is run again (at-least-once); "
+        "by default its try fails with the reason instead (at-most-once).",
+    )
     command_path: str | None = Field(
         None, description="PATH for task commands; unset uses the worker's own PATH."
     )

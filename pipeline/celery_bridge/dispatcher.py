@@ -184,6 +184,7 @@ class CeleryDispatcher(Stage):
         topics = self.settings.topic
         dead: list[tuple[str, bytes | None, bytes]] = []
         sends = []
+        dispatched: set[TaskKey] = set()
         for tp, records in batch.items():
             for record in records:
                 limit = self.settings.kafka.max_message_bytes
@@ -204,6 +205,11 @@ class CeleryDispatcher(Stage):
                     dead.append((topics.dlq, record.key, encode(letter)))
                     DEAD_LETTERS.inc()
                     continue
+                key = TaskKey.from_wire(request["key"])
+                if key in dispatched:  # the same try twice in one batch: one dispatch will do
+                    DISPATCHED.labels("duplicate").inc()
+                    continue
+                dispatched.add(key)
                 sends.append(self._dispatch(request))
         events = [e for e in await asyncio.gather(*sends) if e is not None]
         out = [(topics.events, event_key(e), encode(e)) for e in events]

@@ -9,6 +9,9 @@ re-delivered after an acknowledgement was lost). Two records make both harmless:
   at `sending` means a dispatcher died mid-send, so the next copy sends again — the task id is
   the same, and the completion record absorbs a duplicate message if one exists. It also
   keeps the payload, so the monitor can re-send a stalled task.
+- the *run record*, claimed atomically by the worker process about to start the command: a
+  second delivery while it exists never starts the command too (see `worker` for what it
+  does instead, and for a run record whose worker died);
 - the *completion record*, written by the worker after the command ran: a second delivery of
   the same task id returns that result instead of running the command again. It also holds
   the command's bounded output, which the monitor publishes to the logs topic.
@@ -40,6 +43,14 @@ class DispatchRecord(TypedDict):
     cancel: NotRequired[CancelInfo]
 
 
+class RunRecord(TypedDict):
+    """Who started a command: host and pid of the worker process, and when."""
+
+    host: str
+    pid: int
+    started_at: float
+
+
 class Ledger(Protocol):
     """The records of one task path, and bulk reads of Celery's result entries."""
 
@@ -50,6 +61,12 @@ class Ledger(Protocol):
     def dispatch(self, task_id: str) -> DispatchRecord | None: ...
 
     def update(self, task_id: str, record: DispatchRecord) -> None: ...
+
+    def begin_run(self, task_id: str, run: RunRecord) -> RunRecord | None:
+        """Claim the run of `task_id`; returns the existing claim, None when claimed."""
+        ...
+
+    def replace_run(self, task_id: str, run: RunRecord) -> None: ...
 
     def completed(self, task_id: str) -> dict[str, Any] | None: ...
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.celery_bridge.ledger import DispatchRecord
+from pipeline.celery_bridge.ledger import DispatchRecord, RunRecord
 from pipeline.tasklogs import capture_key
 
 
@@ -45,6 +45,18 @@ class RedisLedger:
 
     def update(self, task_id: str, record: DispatchRecord) -> None:
         self.client.set(self._dispatch_key(task_id), orjson.dumps(record), px=self.ttl_ms)
+
+    def begin_run(self, task_id: str, run: RunRecord) -> RunRecord | None:
+        key = f"{self.prefix}run-{task_id}"
+        while not self.client.set(key, orjson.dumps(run), nx=True, px=self.ttl_ms):
+            raw = self.client.get(key)
+            if raw is not None:  # else it expired between the two calls: claim again
+                existing: RunRecord = orjson.loads(raw)
+                return existing
+        return None
+
+    def replace_run(self, task_id: str, run: RunRecord) -> None:
+        self.client.set(f"{self.prefix}run-{task_id}", orjson.dumps(run), px=self.ttl_ms)
 
     def completed(self, task_id: str) -> dict[str, Any] | None:
         raw = self.client.get(self._completion_key(task_id))

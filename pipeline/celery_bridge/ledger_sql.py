@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateTable
 
-from pipeline.celery_bridge.ledger import DispatchRecord
+from pipeline.celery_bridge.ledger import DispatchRecord, RunRecord
 
 BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -96,17 +96,34 @@ class SqlLedger:
         with self.engine.begin() as conn:
             conn.execute(self._upsert(key, value))
 
-    def claim(self, task_id: str, record: DispatchRecord) -> DispatchRecord | None:
-        """Store `record` unless a live one exists; returns that one, None when claimed."""
+    def _claim(self, key: str, value: bytes) -> bytes | None:
+        """Insert `key` unless a live row exists; returns that row's value, None when claimed."""
         self._prepare()
-        key = f"dispatch-{task_id}"
-        stmt = self._upsert(key, orjson.dumps(record), only_over_expired=True)
+        stmt = self._upsert(key, value, only_over_expired=True)
         with self.engine.begin() as conn:  # one transaction: the row read is the one that won
             if conn.execute(stmt).rowcount == 1:
                 return None
             existing = conn.execute(sa.select(RECORDS.c.value).where(RECORDS.c.key == key))
-            found: DispatchRecord = orjson.loads(existing.scalar_one())
+            found: bytes = existing.scalar_one()
         return found
+
+    def claim(self, task_id: str, record: DispatchRecord) -> DispatchRecord | None:
+        """Store `record` unless a live one exists; returns that one, None when claimed."""
+        raw = self._claim(f"dispatch-{task_id}", orjson.dumps(record))
+        if raw is None:
+            return None
+        found: DispatchRecord = orjson.loads(raw)
+        return found
+
+    def begin_run(self, task_id: str, run: RunRecord) -> RunRecord | None:
+        raw = self._claim(f"run-{task_id}", orjson.dumps(run))
+        if raw is None:
+            return None
+        found: RunRecord = orjson.loads(raw)
+        return found
+
+    def replace_run(self, task_id: str, run: RunRecord) -> None:
+        self._put(f"run-{task_id}", orjson.dumps(run))
 
     def dispatch(self, task_id: str) -> DispatchRecord | None:
         raw = self._get(f"dispatch-{task_id}")

@@ -52,6 +52,11 @@ DISPATCHER_SOURCE: Final = "celery-dispatcher"
 
 EVENTS = prom.Counter("pipeline_celery_monitor_events_total", "Events published.", ["state"])
 STALLED = prom.Counter("pipeline_celery_monitor_stalled_total", "Stalled tasks.", ["action"])
+WORKER_LOST = prom.Counter(
+    "pipeline_celery_monitor_worker_lost_total",
+    "Tries whose worker died while the command ran: failed, or rerun where configured.",
+    ["action"],
+)
 IN_FLIGHT = prom.Gauge("pipeline_celery_monitor_in_flight", "Celery tasks being watched.")
 FETCH_SECONDS = prom.Histogram(
     "pipeline_celery_monitor_fetch_seconds", "One bulk state fetch from the result backend."
@@ -175,7 +180,10 @@ class CeleryMonitor(Stage):
             if overdue := self.overdue(entry, seen, now):
                 events += await self.stalled(entry, *overdue)
             elif seen.state is not None:
-                events += transition_events(entry, seen)
+                found = transition_events(entry, seen)
+                if seen.lost and any(e["state"] == seen.state for e in found):
+                    WORKER_LOST.labels("rerun" if seen.exit_code is not None else "failed").inc()
+                events += found
         await self.publish(events)
 
     def overdue(self, entry: InFlight, seen: Observation, now: float) -> tuple[str, float] | None:

@@ -24,6 +24,8 @@ class Observation:
     reason: str | None = None
     exit_code: int | None = None
     cancel: CancelInfo | None = None
+    lost: bool = False
+    """The worker that first ran the command died; the try failed or ran again (see worker)."""
 
 
 NOT_STARTED = Observation(None)
@@ -49,12 +51,12 @@ def observe(meta: dict[str, Any] | None) -> Observation:
 def _finished(result: Any) -> Observation:
     if not isinstance(result, dict) or "ok" not in result:
         return Observation(State.FAILED, f"unexpected task result: {str(result)[:200]}")
-    exit_code = result.get("exit_code")
+    exit_code, lost = result.get("exit_code"), bool(result.get("lost"))
     if result.get("cancel"):
         return Observation(State.CANCELLED, result.get("reason"), exit_code, result["cancel"])
     if result["ok"]:
-        return Observation(State.SUCCESS, None, exit_code)
-    return Observation(State.FAILED, result.get("reason") or "failed", exit_code)
+        return Observation(State.SUCCESS, None, exit_code, lost=lost)
+    return Observation(State.FAILED, result.get("reason") or "failed", exit_code, lost=lost)
 
 
 def _error_text(result: Any) -> str:

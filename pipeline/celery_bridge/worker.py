@@ -9,6 +9,13 @@ whose dispatch record says `cancelled` is never run. The result is a small dict 
 monitor turns into a TaskEvent; failures of the command are results, not Celery exceptions,
 so the exit code always travels with them.
 
+Once per try: a command starts only in the worker process that claimed its run record, and
+dies with that process (a parent-death signal), so a redelivered message never runs a command
+that is still running or already finished. A redelivery that finds the run record of a worker
+that died (same host and that process gone, or older than any command may run) reports the
+try failed with `LOST_REASON`, or runs the command again where `celery.rerun_lost_commands`
+says so; the result says `lost` either way, so the monitor counts it.
+
 `celery -A pipeline.celery_bridge.worker worker -Q QUEUES` also works: the module exposes
 `app` built from the environment's settings.
 """
@@ -16,23 +23,28 @@ so the exit code always travels with them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 
 from pipeline import logs
 from pipeline.celery_bridge.app import TASK_NAME, make_app, make_ledger
 from pipeline.celery_bridge.capture import Capture, Store
-from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
+from pipeline.celery_bridge.ledger import DispatchRecord, Ledger, RunRecord
 from pipeline.config import CelerySettings, Settings, load_settings
 from pipeline.messages import CancelInfo, TaskKey, cancelled_reason, utc_now
 from pipeline.security import command_violation
@@ -45,6 +57,16 @@ INHERITED_ENV: Final = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "TMPDIR")
 
 PROTECTED_ENV: Final = re.compile(r"^(PATH|LD_\w*|DYLD_\w*|PYTHON(PATH|HOME|STARTUP))$")
 """Variables a request may not set: they would change which program the allowlist admitted."""
+
+LOST_REASON: Final = "worker lost while the command ran"
+LOST_GRACE_S: Final = 60.0
+"""How long past `execution_timeout_s` a run record of another host's worker stays live."""
+LOST_RECHECK_S: Final = 30.0
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class RunElsewhere(Exception):
+    """The command may be running in a worker on another host: this delivery waits."""
 
 
 class Terminated(BaseException):
@@ -107,6 +129,7 @@ def run_command(
             stdout=output,
             stderr=subprocess.STDOUT if capture is not None else None,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     finally:
         if capture is not None:
@@ -123,9 +146,16 @@ def run_command(
         _kill_group(process.pid)
         process.wait()
         raise
-    if code < 0:
-        return Outcome(code, f"killed by signal {-code}")
+    if code < 0:  # as a container runtime reports it, so both executors say the same
+        return Outcome(128 - code, f"killed by signal {-code}")
     return Outcome(code, None if code == 0 else f"exit code {code}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the worker process that started it dies, since
+    its own session keeps it out of reach of a signal to the worker's process group."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill_group(pgid: int) -> None:
@@ -185,11 +215,17 @@ def run_once(
     if (done := ledger.completed(task_id)) is not None:
         log.info("duplicate delivery of a finished task; not running it again")
         return {k: v for k, v in done.items() if k not in ("log", "log_truncated")}
+    lost = False
     if refused := refusal(payload, settings):  # before any other round trip: never started
         outcome = Outcome(None, refused)
     elif (record := ledger.dispatch(task_id)) is not None and _is_cancelled(record):
         log.info("task was cancelled before it started; not running it")
         outcome = Outcome(None, cancelled_reason(record["cancel"]), record["cancel"])
+    elif (claimed := claim_run(ledger, task_id, settings.celery)) == "wait":
+        raise RunElsewhere()
+    elif (lost := claimed == "lost") and not settings.celery.rerun_lost_commands:
+        log.warning("%s; failing the try", LOST_REASON)
+        outcome = Outcome(None, LOST_REASON)
     else:
         try:
             with terminate_raises():
@@ -200,7 +236,7 @@ def run_once(
             outcome = Outcome(None, cancelled_reason(cancel), cancel, output, truncated)
             log.info("command terminated by a revoke")
     log.info("command finished", extra={"exit_code": outcome.exit_code})
-    result = outcome.to_result()
+    result = {**outcome.to_result(), **({"lost": True} if lost else {})}
     ledger.complete(task_id, {**result, "log": outcome.output, "log_truncated": outcome.truncated})
     return result
 
@@ -225,10 +261,57 @@ def register(app: Celery, settings: Settings) -> Task[Any, Any]:
     def run_task(task: Task[Any, Any], payload: dict[str, Any]) -> dict[str, Any]:
         task_id: str = task.request.id
         with logs.bound(task=str(TaskKey.from_wire(payload["key"])), celery_task_id=task_id):
-            return run_once(task_id, payload, ledger, settings)
+            try:
+                return run_once(task_id, payload, ledger, settings)
+            except RunElsewhere:  # another host's run: ask again until it ends or is lost
+                raise task.retry(countdown=LOST_RECHECK_S, max_retries=None) from None
 
     registered: Task[Any, Any] = run_task
     return registered
+
+
+def this_run() -> RunRecord:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+
+
+def run_is_lost(run: RunRecord, celery: CelerySettings, now: float) -> bool | None:
+    """Whether the worker process that claimed `run` is gone: known on its own host (is the
+    process there?), elsewhere only once it is older than any command may run (else None)."""
+    if run["host"] == socket.gethostname():
+        try:
+            os.kill(run["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    if now - run["started_at"] > celery.execution_timeout_s + LOST_GRACE_S:
+        return True
+    return None
+
+
+Claim = Literal["ran", "lost", "wait"]
+
+
+def claim_run(ledger: Ledger, task_id: str, celery: CelerySettings) -> Claim:
+    """Claim the command's run: `ran` when this delivery may run it, `lost` when an earlier
+    run's worker died (the claim is then taken over), `wait` when that cannot be known yet.
+
+    A run whose worker lives on this host is left alone: this delivery is dropped (`Ignore`)
+    and that worker's result stands; its own message, unacknowledged, comes back if it dies.
+    """
+    mine = this_run()
+    existing = ledger.begin_run(task_id, mine)
+    if existing is None:
+        return "ran"
+    lost = run_is_lost(existing, celery, time.time())
+    if lost is None:
+        return "wait"
+    if not lost:
+        log.info("the command is running in another worker; this delivery is dropped")
+        raise Ignore()
+    ledger.replace_run(task_id, mine)
+    return "lost"
 
 
 def worker_app(settings: Settings) -> Celery:
