@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 
@@ -18,9 +19,17 @@ from pipeline.messages import State, TaskKey
 STUCK_IMAGE = "registry.invalid/stuck-pending:1"
 
 
-def _argv(exit_code: int, sleep_s: float) -> list[str]:
-    code = f"import time, sys; time.sleep({sleep_s}); sys.exit({exit_code})"
+def _argv(exit_code: int, sleep_s: float, trace: Path | None = None) -> list[str]:
+    """The command: sleep, then exit; with `trace`, first append a line to that file, so a
+    test can count how often each command really ran."""
+    mark = f"open({str(trace)!r}, 'a').write('ran\\n'); " if trace is not None else ""
+    code = f"import time, sys; {mark}time.sleep({sleep_s}); sys.exit({exit_code})"
     return [sys.executable, "-c", code]
+
+
+def trace_file(trace_dir: Path, key: TaskKey) -> Path:
+    """Where the command of `key` records each of its runs."""
+    return trace_dir / f"{key.dag_id}.{key.task_id}.{key.map_index}.{key.try_number}"
 
 
 @dataclass
@@ -33,9 +42,11 @@ class Workload:
     expected: dict[TaskKey, State] = field(default_factory=dict)
     executors: dict[TaskKey, str] = field(default_factory=dict)
     invalid: int = 0
+    trace_dir: Path | None = None
 
     def add(self, key: TaskKey, queue: str, executor: str, state: State, **fields: object) -> None:
-        argv = fields.pop("command", None) or _argv(0 if state is State.SUCCESS else 3, 0.1)
+        trace = trace_file(self.trace_dir, key) if self.trace_dir is not None else None
+        argv = fields.pop("command", None) or _argv(0 if state is State.SUCCESS else 3, 0.1, trace)
         request = messages.make_request(key, argv, queue, **fields)  # type: ignore[arg-type]
         record = (key.partition_key, messages.encode(request))
         self.records.append(record)
@@ -70,9 +81,10 @@ def mixed_workload(
     disallowed: int = 0,
     stuck_pending: int = 0,
     duplicates: int = 0,
+    trace_dir: Path | None = None,
 ) -> Workload:
     """`n` requests: ~45% Kubernetes, ~45% Celery, 1 in 10 failing, 1 in 20 invalid."""
-    work = Workload(run_id)
+    work = Workload(run_id, trace_dir=trace_dir)
     for i in range(n):
         slot = i % 20
         if slot == 19:
