@@ -19,7 +19,7 @@ from pipeline.messages import State, TaskKey
 STUCK_IMAGE = "registry.invalid/stuck-pending:1"
 
 
-def _argv(exit_code: int, sleep_s: float, trace: Path | None = None) -> list[str]:
+def task_argv(exit_code: int, sleep_s: float, trace: Path | None = None) -> list[str]:
     """The command: sleep, then exit; with `trace`, first append a line to that file, so a
     test can count how often each command really ran."""
     mark = f"open({str(trace)!r}, 'a').write('ran\\n'); " if trace is not None else ""
@@ -46,7 +46,9 @@ class Workload:
 
     def add(self, key: TaskKey, queue: str, executor: str, state: State, **fields: object) -> None:
         trace = trace_file(self.trace_dir, key) if self.trace_dir is not None else None
-        argv = fields.pop("command", None) or _argv(0 if state is State.SUCCESS else 3, 0.1, trace)
+        argv = fields.pop("command", None) or task_argv(
+            0 if state is State.SUCCESS else 3, 0.1, trace
+        )
         request = messages.make_request(key, argv, queue, **fields)  # type: ignore[arg-type]
         record = (key.partition_key, messages.encode(request))
         self.records.append(record)

@@ -22,13 +22,15 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from pipeline import messages
 from pipeline.celery_bridge.app import make_app, make_ledger, task_id_for
-from pipeline.kafka import count_records
-from pipeline.messages import TaskKey
+from pipeline.kafka import count_records, make_producer, started
+from pipeline.messages import Kind, State, TaskKey
 from pipeline.sandbox.dev import STAGES, DevEnvironment, DevOptions, dev_environment
 from pipeline.sandbox.kube import FaultConfig, Timings
-from pipeline.sandbox.workload import STUCK_IMAGE, Workload, mixed_workload, trace_file
+from pipeline.sandbox.workload import STUCK_IMAGE, Workload, mixed_workload, task_argv, trace_file
 from tests.e2e.test_end_to_end import FAST_SWEEPS, assert_outcomes, publish, settle
+from tests.fixtures.kafka import read_all as read_all_records
 from tests.fixtures.polling import eventually
 
 pytestmark = [
@@ -177,3 +179,73 @@ async def test_chaos_short_form(chaos_env: DevEnvironment, tmp_path: Path) -> No
 @pytest.mark.chaos
 async def test_chaos_full_drill(chaos_env: DevEnvironment, tmp_path: Path) -> None:
     await drill(chaos_env, tmp_path, tasks=2000, rounds=2, seed=2000)
+
+
+def garbage(key: TaskKey) -> list[bytes | None]:
+    """What a hostile or broken producer sends: none of it may stop anything."""
+    request = messages.encode(messages.make_request(key, ["python", "-c", "pass"], "default"))
+    deep = b'{"schema_version":1,"key":' + b"[" * 500 + b"]" * 500 + b"}"
+    return [
+        None,  # a tombstone
+        b"",
+        bytes(range(256)),
+        request[: len(request) // 2],
+        deep,
+        b'{"a":' * 300 + b"1" + b"}" * 300,
+        request.replace(b'"command":["python"', b'"command":[7'),  # a wrong type
+        request.replace(b'"schema_version":1', b'"schema_version":9'),
+        request.replace(b'"map_index":-1', b'"map_index":-5'),
+        request.replace(b'"map_index":-1', b'"map_index":NaN'),
+        request.replace(b'"pass"', b'"' + b"x" * 900_000 + b'"', 1)[:-1] + b',"bogus":1}',
+    ]
+
+
+async def publish_at(env: DevEnvironment, records: list[tuple[str, bytes | None]]) -> set[Any]:
+    """Publish (topic, value) records; where each landed: (topic, partition, offset)."""
+    kafka = env.settings.kafka
+    async with started(make_producer(kafka, "hostile"), kafka) as producer:
+        sent = [await producer.send(topic, value, key=b"hostile") for topic, value in records]
+        placed = await asyncio.gather(*sent)
+    return {(m.topic, m.partition, m.offset) for m in placed}
+
+
+async def healthy(env: DevEnvironment) -> dict[str, int]:
+    statuses = {}
+    async with aiohttp.ClientSession() as session:
+        for name in env.http_ports:
+            async with session.get(f"{env.stage_url(name)}/healthz") as response:
+                statuses[name] = response.status
+    return statuses
+
+
+async def test_garbage_in_every_consumed_topic_stops_nothing(chaos_env: DevEnvironment) -> None:
+    """Into every topic a stage consumes: random bytes, tombstones, truncated and 500-deep
+    JSON, wrong types, bad versions, negative numbers, NaN, a 900 KB invalid request. Each
+    lands on the DLQ exactly once (the internal ledger and checkpoint topics skip it), and
+    valid tasks published around it still end as designed."""
+    env, topics = chaos_env, chaos_env.settings.topic
+    work = mixed_workload(120, "hostile")
+    spelled = TaskKey("hostile-floats", "t", "hostile", 7, 2)
+    floats = messages.encode(messages.make_request(spelled, task_argv(0, 0.0), "default"))
+    floats = floats.replace(b'"map_index":7', b'"map_index":7.0').replace(
+        b'"try_number":2', b'"try_number":2.0'
+    )
+    lettered = (topics.requests, topics.kubernetes, topics.celery, topics.events)
+    skipped = (topics.launches, topics.watcher_checkpoints)
+    bad = garbage(TaskKey("hostile", "bad", "hostile"))
+    await publish(env, work.records[:60])
+    places = await publish_at(env, [(t, value) for t in lettered for value in bad])
+    await publish_at(env, [(t, value) for t in skipped for value in bad])
+    await publish(env, [*work.records[60:], (spelled.partition_key, floats)])
+
+    work.expected[spelled], work.executors[spelled] = State.SUCCESS, "celery"
+    assert_outcomes(work, await settle(env, work))
+    letters = [
+        messages.decode(Kind.DEAD_LETTER, r.value)
+        for r in await read_all_records(env.settings, topics.dlq)
+    ]
+    sources = [tuple(x["source"][f] for f in ("topic", "partition", "offset")) for x in letters]
+    ours = [s for s in sources if s in places]
+    assert sorted(ours) == sorted(places), "every bad record lettered exactly once"
+    assert set((await healthy(env)).values()) == {200}
+    assert not env.processes.exited()
