@@ -129,7 +129,7 @@ def run_command(
             stdout=output,
             stderr=subprocess.STDOUT if capture is not None else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
     finally:
         if capture is not None:
@@ -151,11 +151,23 @@ def run_command(
     return Outcome(code, None if code == 0 else f"exit code {code}")
 
 
+def _load_prctl() -> Any:
+    """libc's prctl, resolved once in the worker: the child between fork and exec must not
+    load a library (another thread may hold the loader's lock at the fork)."""
+    if sys.platform != "linux":
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    return None
+
+
+_PRCTL: Final = _load_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the worker process that started it dies, since
     its own session keeps it out of reach of a signal to the worker's process group."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill_group(pgid: int) -> None:
