@@ -31,6 +31,7 @@ class EventRecorder:
         self._node = node
         self._limit = limit
         self._by_series: OrderedDict[tuple[str, ...], Key] = OrderedDict()
+        self._last_ns = 0
 
     def record(
         self,
@@ -89,7 +90,7 @@ class EventRecorder:
             "kind": "Event",
             "apiVersion": "v1",
             "metadata": {
-                "name": f"{meta['name']}.{time.time_ns():x}",
+                "name": f"{meta['name']}.{self._next_stamp():x}",
                 "namespace": meta["namespace"],
                 "uid": str(uuid.uuid4()),
                 "creationTimestamp": now,
@@ -106,6 +107,11 @@ class EventRecorder:
             "reportingComponent": component,
             "reportingInstance": self._node if component == KUBELET else "",
         }
+
+    def _next_stamp(self) -> int:
+        """Nanoseconds, strictly increasing, so event names never collide."""
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        return self._last_ns
 
     def _trim(self) -> None:
         while len(self._by_series) > self._limit:

@@ -366,9 +366,12 @@ class Kubelet:
             pod = self._store.get(key)
         except ApiError:
             return
-        self._events.record(
-            pod, reason, message, event_type, component=component, container=container
-        )
+        try:
+            self._events.record(
+                pod, reason, message, event_type, component=component, container=container
+            )
+        except ApiError:  # an event must never stall the pod it is about
+            log.exception("recording event %s for %s/%s failed", reason, *key)
 
     def _termination(
         self, code: int, stop: asyncio.Future[Stop], started: str, finished: str
