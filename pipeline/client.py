@@ -221,6 +221,17 @@ class AsyncPipelineClient:
     async def tasks(self, **filters: Any) -> list[dict[str, Any]]:
         return list((await self._json("GET", "/tasks" + _query(filters)))["tasks"])
 
+    async def page(self, **query: Any) -> dict[str, Any]:
+        """`GET /tasks` as is: `{"tasks": [...], "more": bool}` for filters, offset, limit."""
+        return await self._json("GET", "/tasks" + _query(query))
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._json("GET", "/stats")
+
+    async def timeline(self, seconds: int = 300) -> dict[str, Any]:
+        """Per-second transitions and latency histograms of the last `seconds`."""
+        return await self._json("GET", "/timeline" + _query({"seconds": seconds}))
+
     async def cancel(
         self, key: TaskKey, reason: str = "", requested_by: str = "api"
     ) -> CancelAnswer:

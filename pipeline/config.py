@@ -399,6 +399,32 @@ class AirflowSettings(SettingsGroup):
     )
 
 
+class UiSettings(SettingsGroup):
+    """The web dashboard (`pipeline ui`): where it listens, what it reads, what it may do."""
+
+    host: str = Field(
+        "127.0.0.1", description="Listen address; loopback unless exposed on purpose."
+    )
+    port: int = Field(8070, ge=0, le=65535, description="Dashboard port; 0 picks a free one.")
+    api_url: str | None = Field(
+        None, description="The reducer query API it reads; defaults to the reducer's api_url."
+    )
+    actions: bool = Field(
+        False,
+        description="Allow cancel and redrive from the page (POST only, with the API token "
+        "when one is set); off, the dashboard is read-only.",
+    )
+    stages: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Stage name -> base URLs of its replicas' runtime port (health, readiness), "
+        "JSON in env; the Stages page probes them.",
+    )
+    push_interval_s: float = Field(1.0, gt=0, description="How often live pages get an update.")
+    dead_letters_kept: int = Field(
+        10_000, ge=1, description="Newest dead letters the dashboard keeps in memory to show."
+    )
+
+
 class RuntimeSettings(SettingsGroup):
     """What every stage process shares: health port, shutdown deadline, logging."""
 
@@ -442,6 +468,7 @@ class Settings(BaseSettings):
     reducer: ReducerSettings = Field(default_factory=ReducerSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     toml_file: ClassVar[Path | None] = None

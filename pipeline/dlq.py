@@ -217,7 +217,7 @@ async def read_letters(
                 batch = await consumer.getmany(*pending, timeout_ms=idle_ms)
                 for records in batch.values():
                     for record in records:
-                        stored = _stored(record.partition, record.offset, record.value)
+                        stored = stored_letter(record.partition, record.offset, record.value)
                         if stored is not None and selection.matches(stored):
                             found.append(stored)
                 pending = {tp for tp in pending if not await _caught_up(consumer, tp, selection)}
@@ -245,7 +245,7 @@ async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition, selection: 
     return position >= highwater or past_range
 
 
-def _stored(partition: int, offset: int, raw: bytes | None) -> StoredLetter | None:
+def stored_letter(partition: int, offset: int, raw: bytes | None) -> StoredLetter | None:
     """A letter from the DLQ topic; something else written there is skipped, not fatal."""
     try:
         letter: DeadLetter = messages.decode(Kind.DEAD_LETTER, raw or b"")

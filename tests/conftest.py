@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.reducer",
     "tests.fixtures.redis",
     "tests.fixtures.celery",
+    "tests.fixtures.browser",
 ]

@@ -20,6 +20,7 @@ from pipeline.cli import (
     stages,
     submit,
     topics,
+    ui,
 )
 from pipeline.cli.common import CliError
 from pipeline.cli.dlq import dlq_app
@@ -69,6 +70,7 @@ app.command("logs")(control.logs)
 app.command("replay")(replay)
 app.command("celery-worker")(celery_cmd.celery_worker)
 app.command("dev")(dev.dev)
+app.command("ui")(ui.ui)
 app.add_typer(topics.topics_app, name="topics")
 app.add_typer(config_cmd.config_app, name="config")
 app.add_typer(sandbox.sandbox_app, name="sandbox")

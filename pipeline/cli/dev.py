@@ -33,6 +33,7 @@ def endpoints(env: DevEnvironment) -> Table:
     )
     table.add_row("Celery broker", mask_url(env.settings.celery.broker_url.get_secret_value()))
     table.add_row("State API", env.api_url)
+    table.add_row("dashboard", env.dashboard_url)
     for name, port in env.http_ports.items():
         table.add_row(f"{name} health/metrics", f"http://127.0.0.1:{port}")
     removed = " (removed on a clean exit; --work-dir keeps logs)" if env.temporary else ""

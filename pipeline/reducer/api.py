@@ -1,8 +1,10 @@
 """The query API, served by the reducer's faust web server on `reducer.api_port`.
 
     GET /tasks/{dag}/{task}/{run}[/{map}[/{try}]]   every try of a task (or one), with history
-    GET /tasks?state=&dag_id=&task_id=&run_id=&executor=&limit=
+    GET /tasks?state=&dag_id=&task_id=&run_id=&executor=&q=&since=&until=&offset=&limit=
+                    newest first (by arrival), a page: {"tasks": [...], "more": bool}
     GET /stats      counts by state and executor, fold outcomes, throughput
+    GET /timeline?seconds=N   per-second transitions and latency histograms (the dashboard)
     GET /healthz    GET /readyz    GET /metrics   (also on the runtime port, for probes)
 
 With N replicas each holds its own partitions. A single-task query is forwarded to the
@@ -14,6 +16,7 @@ from this replica only, which is also what the fan-out asks each peer).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -25,35 +28,20 @@ from faust.web import Request, Response, View
 
 from pipeline import runtime
 from pipeline.messages import TaskKey
-from pipeline.reducer.fold import TaskState, state_key
+from pipeline.reducer import timeline
+from pipeline.reducer.fold import state_key
+from pipeline.reducer.listing import QueryError, TaskQuery
 
 if TYPE_CHECKING:
     from pipeline.reducer.app import Reducer
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 10_000
-LIST_FILTERS = ("state", "dag_id", "task_id", "run_id", "executor")
+MAX_LIMIT = 100_000
 TASK_PATHS = (
     "/tasks/{dag}/{task}/{run}",
     "/tasks/{dag}/{task}/{run}/{map_index}",
     "/tasks/{dag}/{task}/{run}/{map_index}/{try_number}",
 )
-
-
-def matches(state: TaskState, filters: dict[str, str]) -> bool:
-    key = state["key"]
-    values = {**key, "state": state["state"], "executor": state.get("executor")}
-    return all(str(values.get(name)) == wanted for name, wanted in filters.items())
-
-
-def newest_first(states: list[TaskState], limit: int) -> list[TaskState]:
-    return sorted(states, key=lambda s: s["updated_at"], reverse=True)[:limit]
-
-
-def summarize(states: list[TaskState]) -> dict[str, Any]:
-    by_state = Counter(s["state"] for s in states)
-    by_executor = Counter(s.get("executor", "unknown") for s in states)
-    return {"tasks": len(states), "by_state": dict(by_state), "by_executor": dict(by_executor)}
 
 
 def task_prefix(dag: str, task: str, run: str, map_index: int) -> bytes:
@@ -107,23 +95,48 @@ def register(reducer: Reducer) -> None:
 
     @app.page("/tasks")
     async def tasks(view: View, request: Request) -> Response:
-        query = dict(request.query)
+        params = dict(request.query)
         try:
-            limit = min(int(query.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
-        except ValueError:
-            return view.error(400, "limit must be an integer")
-        filters = {k: v for k, v in query.items() if k in LIST_FILTERS and v}
-        found = [s for s in reducer.states() if matches(s, filters)]
-        if query.get("scope") != "local":
-            for answer in await peers_json("/tasks", query):
+            limit = min(int(params.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
+            offset = int(params.get("offset", 0))
+            query = TaskQuery.from_params(params)
+        except ValueError as exc:
+            message = str(exc) if isinstance(exc, QueryError) else "offset and limit: integers"
+            return view.error(400, message)
+        if limit < 1 or offset < 0:
+            return view.error(400, "limit must be positive and offset not negative")
+        if params.get("scope") == "local":
+            found, more = reducer.newest().page(query, offset, limit)
+            return view.json({"tasks": found, "more": more})
+        # Each replica's first offset+limit matches hold the merged page.
+        found, more = reducer.newest().page(query, 0, offset + limit)
+        peers = await peers_json("/tasks", {**params, "offset": "0", "limit": str(offset + limit)})
+        if peers:
+            for answer in peers:
                 found.extend(answer["tasks"])
-        return view.json({"tasks": newest_first(found, limit)})
+                more = more or answer["more"]
+            found.sort(key=lambda s: s.get("first_seen") or s["updated_at"], reverse=True)
+            more = more or len(found) > offset + limit
+        return view.json({"tasks": found[offset : offset + limit], "more": more})
+
+    @app.page("/timeline")
+    async def timeline_view(view: View, request: Request) -> Response:
+        try:
+            seconds = int(request.query.get("seconds", 300))
+        except ValueError:
+            return view.error(400, "seconds must be an integer")
+        now = time.time()
+        answers = [reducer.timeline.to_json(now, seconds)]
+        if request.query.get("scope") != "local":
+            peers = await peers_json("/timeline", {"seconds": str(seconds)})
+            answers.extend(answer["seconds"] for answer in peers)
+        return view.json({"now": now, "seconds": timeline.merge(answers)})
 
     @app.page("/stats")
     async def stats(view: View, request: Request) -> Response:
         answers = [
             {
-                **summarize(reducer.states()),
+                **reducer.newest().summary(),
                 "outcomes": dict(reducer.outcomes),
                 "events_per_s": reducer.throughput.per_second(),
             }
@@ -163,7 +176,7 @@ def register(reducer: Reducer) -> None:
 def merge_stats(answers: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up the per-replica stats answers."""
     merged: dict[str, Any] = {"tasks": 0, "events_per_s": 0.0, "replicas": len(answers)}
-    for name in ("by_state", "by_executor", "outcomes"):
+    for name in ("by_state", "by_executor", "by_executor_state", "outcomes"):
         total: Counter[str] = Counter()
         for answer in answers:
             total.update(answer.get(name, {}))

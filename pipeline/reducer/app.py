@@ -16,6 +16,7 @@ history, its own terminal state), while the partition key keeps every try on one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -51,7 +52,9 @@ from pipeline.reducer.fold import (
     fold_event,
     state_key,
 )
+from pipeline.reducer.listing import Arrivals
 from pipeline.reducer.recovery import table_manager_for
+from pipeline.reducer.timeline import Timeline
 from pipeline.reducer.transport import transport_for
 from pipeline.tasklogs import decode_task_log
 
@@ -126,6 +129,8 @@ class Reducer:
         self.max_bytes = settings.kafka.max_message_bytes
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
+        self.timeline = Timeline()
+        self.arrivals = Arrivals()
 
         self.crashed: BaseException | None = None
 
@@ -173,6 +178,7 @@ class Reducer:
         """
         sent = self.table.send_changelog(partition, key, state)
         self.table.data[key] = state
+        self.arrivals.put(key, state)
         return sent
 
     async def fold_one(
@@ -191,7 +197,8 @@ class Reducer:
             if message.topic == self.topics.events:
                 task_event = decode_event(raw, max_bytes=self.max_bytes)
                 key = state_key(task_event["key"])
-                state, outcome = fold_event(self.current(key, touched), task_event, limit)
+                before = self.current(key, touched)
+                state, outcome = fold_event(before, task_event, limit)
             elif message.topic == self.topics.logs:
                 record = decode_task_log(raw, max_bytes=self.max_bytes)
                 key = state_key(record["key"])
@@ -200,8 +207,8 @@ class Reducer:
                     "offset": message.offset,
                     "bytes": len(record["text"]),
                 }
-                current = self.current(key, touched)
-                state, outcome = attach_log(current, record["key"], ref, record["captured_at"])
+                before = self.current(key, touched)
+                state, outcome = attach_log(before, record["key"], ref, record["captured_at"])
             else:
                 try:
                     request = decode_request(raw, max_bytes=self.max_bytes)
@@ -209,10 +216,10 @@ class Reducer:
                     EVENTS.labels("invalid_request").inc()
                     return None
                 key = state_key(request["key"])
+                before = self.current(key, touched)
                 state, outcome = attach_request(
-                    self.current(key, touched), request, limit,
-                    size=len(raw or b""), keep_bytes=self.max_bytes // 4,
-                )  # fmt: skip
+                    before, request, limit, size=len(raw or b""), keep_bytes=self.max_bytes // 4
+                )
         except InvalidMessage as exc:
             await self.dead_letter(event, exc)
             return None
@@ -221,6 +228,9 @@ class Reducer:
             await self.dead_letter(event, InvalidMessage(ErrorCode.INTERNAL, repr(exc)))
             return None
         self.count(outcome, state)
+        if outcome is Outcome.APPLIED:
+            with contextlib.suppress(ValueError):  # an odd timestamp only misses a chart point
+                self.timeline.record(before, state, time.time())
         return (key, state) if outcome in (Outcome.APPLIED, Outcome.ILLEGAL) else None
 
     def current(self, key: bytes, touched: dict[bytes, TaskState]) -> TaskState | None:
@@ -276,6 +286,13 @@ class Reducer:
     def states(self) -> list[TaskState]:
         """Every state held by this replica (its assigned partitions)."""
         return [value for value in self.table.values() if value is not None]
+
+    def newest(self) -> Arrivals:
+        """The states by arrival, rebuilt first if recovery or a rebalance changed the table."""
+        if self.app.rebalancing or self.app.in_recovery:
+            self.arrivals.stale = True
+        self.arrivals.sync(self.table.items(), len(self.table))
+        return self.arrivals
 
 
 def faust_app(settings: Settings) -> faust.App:

@@ -36,6 +36,8 @@ DEFAULT_BROKER_PORT = 9092
 """The port of `kafka.bootstrap_servers`' default, which `pipeline dev` takes when it is free."""
 DEFAULT_API_PORT = 8090
 """`reducer.api_port`'s default, likewise."""
+DEFAULT_UI_PORT = 8070
+"""`ui.port`'s default (the dashboard), likewise."""
 ENV_FILE = "dev.env"
 """The `export PIPELINE_…` lines a second terminal sources, in the work dir."""
 
@@ -138,11 +140,16 @@ class DevEnvironment:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.settings.ui.port}"
+
     def stage_url(self, name: str) -> str:
         return f"http://{LOOPBACK}:{self.http_ports[name]}"
 
     def readiness_urls(self) -> dict[str, str]:
-        return {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
+        ready = {name: f"{self.stage_url(name)}/readyz" for name in self.http_ports}
+        return ready | {"dashboard": f"{self.dashboard_url}/healthz"}
 
     async def wait_ready(self, timeout_s: float = 120.0, only: str | None = None) -> None:
         """Until every stage (or `only` that one) answers ready; a child that exits, or the
@@ -182,6 +189,10 @@ def stage_env(bootstrap: str, kubeconfig: Path, options: DevOptions) -> dict[str
             port_or_free(DEFAULT_API_PORT) if options.default_ports else free_port()
         ),
         **sandbox_env(),
+        "PIPELINE_UI_PORT": str(
+            port_or_free(DEFAULT_UI_PORT) if options.default_ports else free_port()
+        ),
+        "PIPELINE_UI_ACTIONS": "true",  # a sandbox on loopback: cancel and redrive allowed
         **options.extra_env,
     }
 
@@ -231,6 +242,9 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
                 for name in STAGES:
                     port = {"PIPELINE_RUNTIME_HTTP_PORT": str(http_ports[name])}
                     await processes.start(name, "run", name, env=port)
+                stages = {name: [f"http://{LOOPBACK}:{port}"] for name, port in http_ports.items()}
+                ui_env = {"PIPELINE_UI_STAGES": orjson.dumps(stages).decode()}
+                await processes.start("dashboard", "ui", env=ui_env)
                 yield DevEnvironment(
                     settings, emulator, processes, work_dir, http_ports, options.work_dir is None
                 )

@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 from pipeline.cli.replay import diff
 from pipeline.cli.status import query_path
 from pipeline.messages import State, TaskKey, make_event, make_request
-from pipeline.reducer.api import matches, merge_stats, task_prefix
+from pipeline.reducer.api import merge_stats, task_prefix
 from pipeline.reducer.fold import TaskState, attach_request, fold_event, state_key
 from pipeline.reducer.sweeper import stuck
 from pipeline.replay import Bound, in_time, merged_by_time
@@ -35,15 +35,6 @@ def test_task_prefix_selects_every_try_of_one_task_only() -> None:
     assert state_key(KEY.to_wire()).startswith(prefix)
     other = TaskKey("etl", "extract", "run:1", 21, try_number=1)
     assert not state_key(other.to_wire()).startswith(prefix)
-
-
-def test_list_filters_compare_key_state_and_executor() -> None:
-    state = queued_at("2026-01-01T00:00:00Z")
-    assert matches(state, {"dag_id": "etl", "run_id": "run:1", "state": "queued"})
-    assert matches(state, {"executor": "kubernetes"})
-    assert matches(state, {"task_id": "extract"})
-    assert not matches(state, {"task_id": "load"})
-    assert not matches(state, {"state": "running"})
 
 
 def test_stats_from_replicas_add_up() -> None:
