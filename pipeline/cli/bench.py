@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     "reducer": "pipeline.bench.reducer",
     "kube": "pipeline.bench.kube",
     "e2e": "pipeline.bench.end_to_end",
+    "dashboard": "pipeline.bench.dashboard",
     "airflow": "pipeline.bench.airflow",
 }
 
