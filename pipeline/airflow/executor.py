@@ -48,7 +48,7 @@ class _Tracked:
     running_reported: bool = False
 
 
-class PipelineExecutor(BaseExecutor):
+class PipelineExecutor(BaseExecutor):  # type: ignore[misc]  # Any without the airflow extra
     """Runs Airflow 3 task instances as pipeline tasks (pods or Celery, by the TI's queue)."""
 
     supports_ad_hoc_ti_run: bool = True

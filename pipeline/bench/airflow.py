@@ -136,10 +136,10 @@ def kubernetes_round(n: int, pods_created: Callable[[], int]) -> float:
 def pod_counter(kubeconfig: Path) -> Callable[[], int]:
     from kubernetes import client, config
 
-    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))  # type: ignore[no-untyped-call]
 
     def count() -> int:
-        listed = api.list_namespaced_pod("default", _preload_content=False)
+        listed: Any = api.list_namespaced_pod("default", _preload_content=False)
         return len(orjson.loads(listed.data)["items"])
 
     return count

@@ -64,10 +64,10 @@ async def run(n: int) -> BenchResult:
 
     def page(query: TaskQuery, offset: int = 0) -> str:
         found, more = arrivals.page(query, offset, limit)
-        return env.get_template("_rows.html").render(
+        return str(env.get_template("_rows.html").render(
             tasks=found, more=more, page=1, error=None, prev_url=None, next_url=None,
             task_link=pages.task_link,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     baseline_s = per_request_s(lambda: sort_everything(held, everything, limit))
     subject_s = per_request_s(lambda: page(everything))

@@ -164,7 +164,8 @@ class PodApi:
             header_params=dict(_JSON_HEADERS),
             auth_settings=["BearerToken"],
         )
-        response: urllib3.BaseHTTPResponse = self._api_client.call_api(
+        call_api: Any = self._api_client.call_api  # its signature differs across client versions
+        response: urllib3.BaseHTTPResponse = call_api(
             method, url, headers, body=pod, _request_timeout=self._timeout
         ).response
         try:
@@ -177,7 +178,8 @@ class PodApi:
     def _create_sync_legacy(self, pod: JsonObj) -> None:
         """The same POST on kubernetes clients before 37 (no `param_serialize`), which is what
         Airflow's cncf.kubernetes provider pins: their `call_api` raises ApiException itself."""
-        response: urllib3.BaseHTTPResponse = self._api_client.call_api(
+        call_api: Any = self._api_client.call_api  # its signature differs across client versions
+        response: urllib3.BaseHTTPResponse = call_api(
             "/api/v1/namespaces/{namespace}/pods",
             "POST",
             path_params={"namespace": self.namespace},

@@ -70,7 +70,7 @@ class UiContext:
         return self.settings.ui.actions
 
     def render(self, name: str, **values: Any) -> str:
-        return self.env.get_template(name).render(**values)
+        return str(self.env.get_template(name).render(**values))
 
     def fragment(self, name: str, **values: Any) -> web.Response:
         return web.Response(text=self.render(name, **values), content_type="text/html")
