@@ -172,6 +172,7 @@ async def _is_zero(env: DevEnvironment) -> bool:
     return await in_flight(env) == 0
 
 
+@pytest.mark.chaos
 async def test_chaos_short_form(chaos_env: DevEnvironment, tmp_path: Path) -> None:
     await drill(chaos_env, tmp_path, tasks=300, rounds=1, seed=17)
 
@@ -218,6 +219,7 @@ async def healthy(env: DevEnvironment) -> dict[str, int]:
     return statuses
 
 
+@pytest.mark.chaos
 async def test_garbage_in_every_consumed_topic_stops_nothing(chaos_env: DevEnvironment) -> None:
     """Into every topic a stage consumes: random bytes, tombstones, truncated and 500-deep
     JSON, wrong types, bad versions, negative numbers, NaN, a 900 KB invalid request. Each
