@@ -26,6 +26,7 @@ from pipeline.celery_bridge.dispatcher import CeleryDispatcher, payload_of
 from pipeline.celery_bridge.ledger import DispatchRecord
 from pipeline.celery_bridge.monitor import CeleryMonitor
 from pipeline.celery_bridge.publish import send
+from pipeline.celery_bridge.worker import LOST_REASON
 from pipeline.config import Settings
 from pipeline.messages import TaskKey, TaskRequest, make_request
 from pipeline.sandbox.broker import free_port
@@ -40,10 +41,7 @@ from tests.fixtures.celery import (
 from tests.fixtures.redis import HOST as REDIS_HOST
 from tests.fixtures.redis import start_redis, stop
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.xfail(reason="Celery path regressions under investigation", strict=False),
-]
+pytestmark = pytest.mark.integration
 
 
 def python(code: str) -> list[str]:
@@ -181,14 +179,16 @@ def _send_and_wait(app: Celery, task_id: str, record: DispatchRecord) -> Any:
 
 
 @both_configurations
-async def test_a_worker_killed_mid_task_leads_to_a_rerun(
+async def test_a_worker_killed_mid_task_leads_to_a_rerun_where_the_operator_asked(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
 ) -> None:
-    """Redis hands the message out again after the visibility timeout; the filesystem
-    transport cannot (the message died with the worker), so the monitor re-sends a task
-    still running after that long."""
+    """With `celery.rerun_lost_commands`: Redis hands the message out again after the
+    visibility timeout; the filesystem transport cannot (the message died with the worker),
+    so the monitor re-sends a task still running after that long."""
     settings = celery_settings.configure(
-        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4"
+        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3",
+        PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4",
+        PIPELINE_CELERY_RERUN_LOST_COMMANDS="true",
     )
     counter = tmp_path / "runs"
     command = counting(counter, "import time; time.sleep(1.5)")
@@ -206,6 +206,34 @@ async def test_a_worker_killed_mid_task_leads_to_a_rerun(
     assert terminal is not None
     assert terminal["state"] == "success"
     assert runs(counter) == 2, "re-run by the second worker after the first one died"
+
+
+@both_configurations
+async def test_a_worker_killed_mid_task_fails_its_try_by_default(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Once per try: the command that was running when its worker died is not run again;
+    the try fails with the reason that says why."""
+    settings = celery_settings.configure(
+        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4"
+    )
+    counter = tmp_path / "runs"
+    command = counting(counter, "import time; time.sleep(1.5)")
+    victim = request("victim", command, celery_settings.queue)
+    first = await asyncio.to_thread(celery_worker)
+    async with celery_path(settings) as log:
+        await publish_requests(settings, [victim])
+        await log.until(lambda _: runs(counter) >= 1)
+        first.kill(signal.SIGKILL)
+        await asyncio.to_thread(first.process.wait)
+        await asyncio.to_thread(celery_worker)
+        await log.until(lambda _: finished(log, victim), timeout_s=90)
+
+    terminal = log.terminal(key_of(victim))
+    assert terminal is not None
+    assert terminal["state"] == "failed"
+    assert LOST_REASON in (terminal.get("reason") or "")
+    assert runs(counter) == 1, "the lost command never ran a second time"
 
 
 async def test_dispatcher_retries_until_the_broker_answers(
