@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -345,6 +347,30 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context) if context is not None else None
 
 
+class ReducerWorker(faust.Worker):
+    """A faust worker held to the runtime's hard shutdown deadline, like every stage.
+
+    Faust's own stop has no bound (it waits on the broker to commit and leave the group, and
+    with the broker gone that can take minutes or hang), so the stop arms a last-resort exit.
+    """
+
+    def __init__(self, *args: Any, shutdown_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+    async def on_stop(self) -> None:
+        deadline = threading.Timer(self.shutdown_timeout_s, _exit_at_deadline)
+        deadline.daemon = True  # a stop that finishes in time exits without waiting for it
+        deadline.start()
+        await super().on_stop()
+
+
+def _exit_at_deadline() -> None:
+    log.error("shutdown deadline passed; exiting")
+    logging.shutdown()
+    os._exit(1)
+
+
 def main(settings: Settings) -> int:
     """`pipeline run reducer`: a faust worker in a fresh event loop, configured from settings.
 
@@ -367,8 +393,9 @@ def main(settings: Settings) -> int:
     cancel_api.register(reducer)
     logs_api.register(reducer)
     sweeper.register(reducer)
-    worker = faust.Worker(
+    worker = ReducerWorker(
         reducer.app,
+        shutdown_timeout_s=runtime.shutdown_timeout_s,
         loop=loop,
         loglevel=runtime.log_level,
         override_logging=False,
