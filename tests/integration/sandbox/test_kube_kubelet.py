@@ -10,7 +10,14 @@ import pytest
 from kubernetes import client
 
 from pipeline.sandbox.kube import EXIT_CODE, LOGS, KubeEmulator
-from tests.fixtures.kube import FAST, core_v1_for, phase_reached, pod_manifest, watch_until
+from tests.fixtures.kube import (
+    FAST,
+    core_v1_for,
+    phase_reached,
+    pod_log,
+    pod_manifest,
+    watch_until,
+)
 
 pytestmark = pytest.mark.integration
 NS = "default"
@@ -62,7 +69,7 @@ async def test_exit_code_annotation_fails_the_pod(core_v1: client.CoreV1Api) -> 
 
 async def test_simulated_logs_come_from_the_annotation(core_v1: client.CoreV1Api) -> None:
     await run_to_end(core_v1, pod_manifest("talks", annotations={LOGS: "line one\nline two"}))
-    text = await asyncio.to_thread(core_v1.read_namespaced_pod_log, "talks", NS, tail_lines=1)
+    text = await pod_log(core_v1, "talks", tail_lines=1)
     assert text == "line two\n"
 
 
@@ -83,7 +90,7 @@ async def test_process_mode_exit_3_fails_with_exit_code_3_and_serves_output() ->
     async with KubeEmulator(mode="process") as emulator:
         api = core_v1_for(emulator)
         events = await run_to_end(api, body)
-        log = await asyncio.to_thread(api.read_namespaced_pod_log, "proc", NS)
+        log = await pod_log(api, "proc")
     terminated = container_state(events[-1])["terminated"]
     assert events[-1]["object"]["status"]["phase"] == "Failed"
     assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
@@ -96,7 +103,7 @@ async def test_process_mode_runs_args_without_a_shell() -> None:
     async with KubeEmulator(mode="process") as emulator:
         api = core_v1_for(emulator)
         events = await run_to_end(api, body)
-        log = await asyncio.to_thread(api.read_namespaced_pod_log, "argv", NS)
+        log = await pod_log(api, "argv")
     assert events[-1]["object"]["status"]["phase"] == "Succeeded"
     assert log == "['$HOME', 'a;b']\n"
 
@@ -160,5 +167,5 @@ async def test_followed_log_streams_until_the_container_ends() -> None:
         )
         rv = created.metadata.resource_version
         await watch_until(api, phase_reached("follow", "Running"), resource_version=rv)
-        text = await asyncio.to_thread(api.read_namespaced_pod_log, "follow", NS, follow=True)
+        text = await pod_log(api, "follow", follow=True)
     assert text == "one\ntwo\n"
