@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import prometheus_client
@@ -66,6 +66,20 @@ def guard(
     task = asyncio.create_task(coro, name=name)
     task.add_done_callback(_report)
     return task
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], patience_s: float = 1.0) -> None:
+    """Cancel the tasks and return once every one has ended.
+
+    A cancellation can be lost inside a library (aiokafka's consumer `stop()` suppresses the
+    CancelledError it meets while awaiting its fetch task), so a task still running after
+    `patience_s` is cancelled again rather than awaited forever.
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=patience_s)
 
 
 async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
@@ -203,8 +217,7 @@ async def run_stage(stage: Stage) -> int:
             done, _ = await asyncio.wait({work}, timeout=runtime.shutdown_timeout_s)
             if not done:
                 log.error("shutdown deadline passed; cancelling in-flight work")
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
+                await cancel_and_wait([work])
                 return 1
         if isinstance(exc := work.exception(), StartupFailed):
             log.error(str(exc))

@@ -8,7 +8,6 @@ they need the API token when one is configured. Every asset is served from the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -174,11 +173,7 @@ async def _lifetime(app: web.Application, settings: Settings, api_url: str) -> A
         try:
             yield
         finally:
-            for task in loops:
-                task.cancel()
-            for task in loops:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await runtime.cancel_and_wait(loops)
 
 
 async def serve(settings: Settings, api_url: str) -> None:
