@@ -44,11 +44,16 @@ class DispatchRecord(TypedDict):
 
 
 class RunRecord(TypedDict):
-    """Who started a command: host and pid of the worker process, and when."""
+    """Who started a command: host and pid of the worker process, and when.
+
+    `pid_started` is the process's start time in clock ticks since boot (Linux), so a pid that
+    a later process reuses is not taken for the worker; records without it predate the field.
+    """
 
     host: str
     pid: int
     started_at: float
+    pid_started: NotRequired[int | None]
 
 
 class Ledger(Protocol):

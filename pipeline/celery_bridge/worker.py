@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from celery import Celery, Task
@@ -283,7 +284,24 @@ def register(app: Celery, settings: Settings) -> Task[Any, Any]:
 
 
 def this_run() -> RunRecord:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started_at": time.time(),
+        "pid_started": process_start(pid),
+    }
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot; None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name, in parentheses, may hold spaces: the fields that follow it are plain
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])  # field 22 of proc(5), the 20th after the name
 
 
 def run_is_lost(run: RunRecord, celery: CelerySettings, now: float) -> bool | None:
@@ -296,7 +314,8 @@ def run_is_lost(run: RunRecord, celery: CelerySettings, now: float) -> bool | No
             return True
         except PermissionError:
             return False
-        return False
+        recorded = run.get("pid_started")
+        return recorded is not None and process_start(run["pid"]) not in (None, recorded)
     if now - run["started_at"] > celery.execution_timeout_s + LOST_GRACE_S:
         return True
     return None

@@ -25,6 +25,7 @@ from pipeline.celery_bridge.worker import (
     LOST_REASON,
     Outcome,
     claim_run,
+    process_start,
     run_command,
     run_is_lost,
 )
@@ -74,6 +75,15 @@ def test_another_hosts_run_is_waited_for_until_no_command_could_still_run() -> N
     old = run("elsewhere", 1, age_s=CELERY.execution_timeout_s + LOST_GRACE_S + 1)
     assert run_is_lost(old, CELERY, now) is True
     assert run_is_lost(run(socket.gethostname(), os.getpid()), CELERY, now) is False
+
+
+def test_a_run_whose_pid_now_belongs_to_a_later_process_is_lost() -> None:
+    here, pid = socket.gethostname(), os.getpid()
+    started = process_start(pid)
+    assert started is not None
+    now = time.time()
+    assert run_is_lost({**run(here, pid), "pid_started": started}, CELERY, now) is False
+    assert run_is_lost({**run(here, pid), "pid_started": started - 1}, CELERY, now) is True
 
 
 def test_a_lost_run_reads_as_failed_with_its_reason_and_is_counted_as_lost() -> None:
