@@ -13,6 +13,8 @@ failing; none is kept open, so a worker's forked pool processes never share one.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -47,10 +49,26 @@ def sqlite_engine(url: str) -> sa.Engine:
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
         cursor.close()
 
     return engine
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (it stays so), waiting out others who hold it.
+
+    Switching needs the file to itself and SQLite does not wait for that (the busy timeout
+    does not apply), so processes opening a new file together would fail: retry instead.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        with contextlib.suppress(sqlite3.OperationalError):  # locked: try again
+            if cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("could not put the ledger file in WAL mode")
+        time.sleep(0.01)
 
 
 class SqlLedger:
