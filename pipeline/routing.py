@@ -80,9 +80,9 @@ def route_control(
     """
     value = raw if raw is not None else b""
     try:
-        control = messages.decode_control(value)
+        control = messages.decode_control(value, max_bytes=table.max_bytes)
     except InvalidMessage as invalid:
-        return rejected(value, raw_key, invalid, source, table)
+        return rejected(value, raw_key, invalid, source, table, ends_task=False)
     key = TaskKey.from_wire(control["key"]).partition_key
     return Outcome(messages=[(topic, key, value) for topic in table.topics.values()])
 
@@ -195,11 +195,15 @@ def rejected(
     error: InvalidMessage,
     source: Source,
     table: RouteTable,
+    *,
+    ends_task: bool = True,
 ) -> Outcome:
     """A DeadLetter under the original key, and a `dead_lettered` event if a task key survives.
 
-    The letter keeps the exact original bytes when they fit in a message (see
-    `messages.make_dead_letter`), since a letter that cannot be published would stop the stream.
+    A rejected control message (`ends_task=False`) is only a letter: a bad cancel must not end
+    its task, nor doom a request that has yet to arrive. The letter keeps the exact original
+    bytes when they fit in a message (see `messages.make_dead_letter`), since a letter that
+    cannot be published would stop the stream.
     """
     letter = messages.make_dead_letter(
         raw,
@@ -215,7 +219,7 @@ def rejected(
     outcome = Outcome(
         messages=[(table.dlq_topic, raw_key, messages.encode(letter))], reason=error.code
     )
-    if letter["task_key"] is not None:
+    if ends_task and letter["task_key"] is not None:
         key = TaskKey.from_wire(letter["task_key"])
         event = messages.make_event(
             key,

@@ -232,3 +232,17 @@ def test_an_invalid_cancel_is_dead_lettered() -> None:
     outcome = route_control(b'{"action": "explode"}', b"k", SOURCE, table())
     assert [m[0] for m in outcome.messages] == ["out.dlq"]
     assert outcome.reason is ErrorCode.SCHEMA
+
+
+def test_a_cancel_over_the_size_limit_is_only_dead_lettered_and_ends_no_task() -> None:
+    control = messages.make_control(KEY, "x" * 5_000, "alice")
+    outcome = route_control(messages.encode(control), b"k", SOURCE, table(max_bytes=1_000))
+    assert [m[0] for m in outcome.messages] == ["out.dlq"]
+    assert outcome.reason is ErrorCode.OVERSIZED
+
+
+def test_a_malformed_cancel_naming_a_task_does_not_dead_letter_that_task() -> None:
+    control = {**messages.make_control(KEY, "stop", "alice"), "action": "explode"}
+    outcome = route_control(orjson.dumps(control), b"k", SOURCE, table())
+    assert [m[0] for m in outcome.messages] == ["out.dlq"]
+    assert outcome.reason is ErrorCode.SCHEMA
