@@ -7,7 +7,8 @@ that reaches the launcher in its own request stream (the router forwards each on
 order with the task's requests) is added at once as well. The follower also ends, at once, a
 pod this launcher counts in flight, so a cancel never waits behind requests while the
 launcher is paused at `parallelism`. Bounded: the oldest cancels are
-forgotten past `remember` (their requests are long gone by then).
+forgotten past `remember`; a cancel the launcher handled is also written to the launch ledger
+(`cancelled`), which outlives this book.
 """
 
 from __future__ import annotations

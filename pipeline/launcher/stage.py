@@ -333,6 +333,7 @@ class LauncherStage(runtime.Stage):
         launcher ended it or owned its request (which then is never launched)."""
         name = pod_name(key)
         with logs.bound(task=str(key), pod=name):
+            await self._record_cancelled(key, name, cancel)
             await self._keep_log(key, name)
             end = await self._end_pod(name, cancel)
             if end is None:
@@ -360,6 +361,7 @@ class LauncherStage(runtime.Stage):
     async def _end_in_flight(self, key: TaskKey, cancel: CancelInfo) -> None:
         name = pod_name(key)
         with logs.bound(task=str(key), pod=name):
+            await self._record_cancelled(key, name, cancel)
             await self._keep_log(key, name)
             if await self._end_pod(name, cancel) is PodEnd.ENDED:
                 metrics.CANCELS.labels("ended").inc()
@@ -368,6 +370,19 @@ class LauncherStage(runtime.Stage):
                     namespace=self.api.namespace,
                 )  # fmt: skip
                 self._report(None, 0, event)
+
+    async def _record_cancelled(self, key: TaskKey, name: str, cancel: CancelInfo) -> None:
+        """The ledger's lasting word that this try is never launched: the cancel book is
+        bounded, and a request re-delivered or replayed long after must still find it."""
+        record = launches.make_record(
+            key, LaunchStatus.CANCELLED, SOURCE, pod_name=name, reason=cancel["reason"][:4096]
+        )
+        try:
+            await launches.write(self.producer, self.settings.topic.launches, [record])
+        except KafkaError as exc:  # the cancel book still holds it while this launcher runs
+            log.warning("cancel not recorded in the launch ledger: %s", exc)
+            return
+        self.ledger.apply(record)
 
     async def _keep_log(self, key: TaskKey, name: str) -> None:
         """What a pod printed, kept on the logs topic before it is deleted for a cancel (the

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from kubernetes import client
 
-from pipeline import launches, pods
+from pipeline import launches, messages, pods
 from pipeline.config import Settings
 from pipeline.kafka import make_producer, started
 from pipeline.launcher import metrics
@@ -24,6 +24,7 @@ from tests.integration.launcher.support import (
     launcher_run,
     managed_pods,
     publish,
+    publish_raw,
     read_events,
     request,
 )
@@ -37,8 +38,8 @@ async def write_records(settings: Settings, records: list[launches.LaunchRecord]
         await launches.write(producer, settings.topic.launches, records)
 
 
-def created() -> float:
-    value: float = metrics.CREATES.labels("created")._value.get()
+def created(outcome: str = "created") -> float:
+    value: float = metrics.CREATES.labels(outcome)._value.get()
     return value
 
 
@@ -84,6 +85,40 @@ async def test_a_cancelled_try_is_never_launched(
     assert TaskKey.from_wire(event["key"]) == other
     names = [p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1)]
     assert names == [pods.pod_name(other)]
+
+
+async def test_a_cancel_the_launcher_handles_is_kept_in_the_ledger_for_later_deliveries(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    """The cancel reaches the launcher only in its request stream (the control topic holds
+    nothing), so a new launcher knows of it from the ledger alone."""
+    s = launcher_env()
+    key = TaskKey("ledger", "stopped", "r1")
+    slow = {"pod_override": {"metadata": {"annotations": {RUN_SECONDS: "60"}}}}
+    control = messages.encode(messages.make_control(key, "not needed", "alice"))
+    async with launcher_run(s):
+        await publish(s, [request(key, executor_config=slow)])
+        await read_events(s, 1)
+        await publish_raw(s, s.topic.kubernetes, [(key.partition_key, control)])
+        events = await read_events(s, 2)
+    assert [e["state"] for e in events] == ["launched", "cancelled"]
+    records = [launches.decode_record(r.value) for r in await read_all(s, s.topic.launches)]
+    assert [(r["status"], r.get("reason")) for r in records if r] == [
+        ("launching", None),
+        ("cancelled", "not needed"),
+    ]
+    await eventually(lambda: asyncio.to_thread(lambda: not managed_pods(core_v1)), timeout_s=30)
+
+    before, skipped = created(), created("cancelled")
+
+    async def skipped_as_cancelled() -> bool:
+        return created("cancelled") == skipped + 1
+
+    async with launcher_run(s):
+        await publish(s, [request(key, executor_config=slow)])  # re-published, as a replay would
+        await eventually(skipped_as_cancelled)
+    assert created() == before
+    assert await asyncio.to_thread(managed_pods, core_v1) == []
 
 
 async def test_a_launching_record_without_pod_or_finish_means_the_pod_was_never_made(
