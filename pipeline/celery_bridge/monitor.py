@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pipeline import logs, tasklogs
 from pipeline.celery_bridge.app import is_redis, make_app, make_ledger
 from pipeline.celery_bridge.inflight import InFlight, InFlightSet
-from pipeline.celery_bridge.ledger import Ledger
+from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
 from pipeline.celery_bridge.states import Observation, observe
 from pipeline.config import Settings
@@ -232,10 +232,16 @@ class CeleryMonitor(Stage):
             await tasklogs.publish(self.producer, self.settings.topic.logs, record)
 
     async def stalled(self, entry: InFlight, reason: str, patience: float) -> list[TaskEvent]:
-        """Re-send a stalled task once (same id, from its dispatch record), else fail it."""
+        """Re-send a stalled task once (same id, from its dispatch record), else fail it with
+        a reason that names its queue (a queue no worker consumes is the usual cause)."""
         with logs.bound(task=str(entry.key), celery_task_id=entry.task_id):
             try:
-                resent_at = await asyncio.to_thread(self._resend_once, entry.task_id, patience)
+                record = await asyncio.to_thread(
+                    retrying, lambda: self.ledger.dispatch(entry.task_id), self.celery
+                )
+                resent_at = await asyncio.to_thread(
+                    self._resend_once, entry.task_id, record, patience
+                )
             except RETRIABLE as exc:
                 log.warning("stalled task not re-sent yet, backend unreachable: %s", exc)
                 return []
@@ -244,15 +250,18 @@ class CeleryMonitor(Stage):
                 STALLED.labels("resent").inc()
                 log.warning("%s; re-sent it", reason)
                 return []
+            if record is not None and record["queue"]:
+                reason = f"{reason} on Celery queue {record['queue']!r} (does a worker consume it?)"
             STALLED.labels("failed").inc()
             log.warning("%s; failing it", reason)
             await asyncio.to_thread(self._revoke, entry.task_id)
             return [_event(entry, State.FAILED, reason)]
 
-    def _resend_once(self, task_id: str, patience: float) -> float | None:
+    def _resend_once(
+        self, task_id: str, record: DispatchRecord | None, patience: float
+    ) -> float | None:
         """The new send time if the task was (or had been, less than `patience` ago) re-sent
         and may wait again."""
-        record = retrying(lambda: self.ledger.dispatch(task_id), self.celery)
         if record is None or self.celery.stalled_action == "fail":
             return None
         resent_at = record.get("resent_at")

@@ -286,6 +286,7 @@ async def test_a_stalled_task_is_resent_once_then_failed(
     assert terminal is not None
     assert terminal["state"] == "failed"
     assert "stalled" in (terminal["reason"] or "")
+    assert f"on Celery queue {celery_settings.queue!r}" in (terminal["reason"] or "")
     assert celery_settings.queue_length() == 2, "the original and one re-send"
 
 
