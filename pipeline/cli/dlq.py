@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import orjson
 import typer
@@ -51,23 +51,40 @@ def _read(config: Settings, selection: Selection) -> list[StoredLetter]:
         raise CliError(str(exc)) from None
 
 
-def _table(letters: list[StoredLetter], title: str) -> Table:
+WIDE: Final = 120
+"""Below this many columns the table leaves out task and original (`--json` has them)."""
+
+
+def _table(letters: list[StoredLetter], title: str, width: int) -> Table:
+    """Letters as rows. Place and reason are never shortened (they are what a user selects
+    by), the message wraps at word breaks, and a narrow terminal drops the last columns."""
     table = Table(title=title, title_justify="left")
-    for column in ("at", "reason", "message", "source", "task", "original"):
-        wraps = column == "message"
-        table.add_column(column, overflow="fold" if wraps else "ellipsis", no_wrap=not wraps)
+    table.add_column("at", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("message", ratio=1)
+    table.add_column("source", no_wrap=True)
+    wide = width >= WIDE
+    if wide:
+        table.add_column("task", overflow="fold", max_width=40)
+        table.add_column("original", no_wrap=True, overflow="ellipsis", max_width=40)
     for stored in letters:
         source = stored.letter["source"]
-        task = stored.letter["task_key"]
-        table.add_row(
-            f"{stored.partition}:{stored.offset}",
+        row = [
+            _place(stored),
             stored.reason,
-            stored.letter["error"]["message"][:120],
+            stored.letter["error"]["message"],
             f"{source['topic']} {source['partition']}:{source['offset']}",
-            "/".join(str(v) for v in task.values()) if task else "-",
-            dlq.preview(stored.original[1], 50),
-        )
+        ]
+        if wide:
+            task = stored.letter["task_key"]
+            row.append("/".join(str(v) for v in task.values()) if task else "-")
+            row.append(dlq.preview(stored.original[1], 40))
+        table.add_row(*row)
     return table
+
+
+def _place(stored: StoredLetter) -> str:
+    return f"{stored.partition}:{stored.offset}"
 
 
 @dlq_app.command("list")
@@ -93,7 +110,8 @@ def list_letters(
     if not letters:
         console.print(f"no dead letters in {config.topic.dlq} match")
         return
-    console.print(_table(shown, f"{config.topic.dlq}: {len(letters)} dead letter(s)"))
+    title = f"{config.topic.dlq}: {len(letters)} dead letter(s)"
+    console.print(_table(shown, title, console.width))
     if len(letters) > limit:
         console.print(f"{len(letters) - limit} more not shown (--max, or narrow the selection)")
 
@@ -145,7 +163,7 @@ def redrive(
         return
     per_topic = ", ".join(f"{n} to {topic}" for topic, n in Counter(m[0] for m in out).items())
     if dry_run:
-        console.print(_table(letters, "would re-drive"))
+        console.print(_table(letters, "would re-drive", console.width))
         console.print(f"dry run: would re-publish {len(out)} dead letter(s): {per_topic}")
         return
     run(dlq.publish(config.kafka, out))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
+from rich.console import Console
 
 from pipeline import dlq, messages
+from pipeline.cli.dlq import _table
 from pipeline.dlq import RedriveError, Selection, StoredLetter
 from pipeline.messages import ErrorCode, InvalidMessage, TaskKey
 
@@ -97,3 +101,24 @@ def test_preview_is_one_printable_line_cut_to_width() -> None:
     assert dlq.preview(b"a\nb\x00") == "a\\nb\\x00"
     long = dlq.preview(b"x" * 500, 20)
     assert len(long) == 20 and long.endswith("…")
+
+
+@pytest.mark.parametrize("width", [80, 110, 130, 200])
+def test_the_letters_table_keeps_every_reason_whole_and_wraps_the_message_at_words(
+    width: int,
+) -> None:
+    message = "expected a JSON object with a key and a command, got a list of seven numbers"
+    letters = [
+        StoredLetter(0, 12345, {**stored(0, 0, b"[1]").letter,
+                                "error": {"code": "not_object", "message": message}}),
+        stored(1, 7, BROKEN, ErrorCode.UNKNOWN_SCHEMA_VERSION),
+    ]  # fmt: skip
+    console = Console(width=width, record=True)
+    console.print(_table(letters, "tasks.dlq", width))
+    shown = console.export_text()
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= width
+    for reason in ("not_object", ErrorCode.UNKNOWN_SCHEMA_VERSION.value, "0:12345", "1:7"):
+        assert reason in shown
+    words = set(re.split(r"[\s│┃]+", shown))
+    assert set(message.split()) <= words, "the message wraps between words, never inside one"
+    assert ("original" in shown) is (width >= 120)
