@@ -21,7 +21,7 @@ def show(
 ) -> None:
     """Print the effective settings (env, then --config file, then defaults)."""
     text = orjson.dumps(masked(settings(ctx)), option=orjson.OPT_INDENT_2).decode()
-    if as_json:
+    if as_json or not console.is_terminal:  # piped: no colours, no padding to the width
         print(text)
     else:
         console.print(Syntax(text, "json"))

@@ -27,6 +27,8 @@ from pipeline.sandbox.workload import Workload, mixed_workload
 
 def endpoints(env: DevEnvironment) -> Table:
     table = Table(title="pipeline dev: everything on loopback", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("Kafka bootstrap", env.settings.kafka.bootstrap_servers)
     table.add_row(
         "Kubernetes API", f"{env.emulator.url} (kubeconfig {env.emulator.kubeconfig_path})"

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from pipeline import messages
 from pipeline.cli.common import CliError, console, err_console, run, settings, topic_name
-from pipeline.cli.status import api_url, fetch, key_text
+from pipeline.cli.status import WRAPPING, api_url, fetch, key_text, when
 from pipeline.cli.topics import render
 from pipeline.config import Settings
 
@@ -78,10 +78,10 @@ def show_states(states: list[dict[str, Any]], as_json: bool) -> None:
         return
     table = Table(title=f"rebuilt state of {len(states)} task(s)")
     for column in ("task", "state", "executor", "updated", "history", "illegal"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column not in WRAPPING)
     for s in states:
         table.add_row(
-            key_text(s), s["state"], s.get("executor", ""), s["updated_at"],
+            key_text(s), s["state"], s.get("executor", ""), when(s["updated_at"]),
             str(len(s["history"])), str(s.get("illegal_transitions", 0)),
         )  # fmt: skip
     console.print(table)

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Final, get_args
 
 import orjson
 import typer
@@ -82,24 +82,41 @@ def fetch(base: str, path: str, timeout_s: float = 10.0) -> dict[str, Any]:
         ) from None
 
 
+WRAPPING: Final = ("task", "reason")
+"""The columns that give way on a narrow terminal: states, times and stage names never wrap."""
+WIDE: Final = 110
+"""Below this many columns the task table leaves out executor and last source."""
+
+
+def when(timestamp: str) -> str:
+    """A state's time to the second, as a table shows it (`--json` keeps it whole)."""
+    return timestamp[:19].replace("T", " ")
+
+
 def key_text(state: dict[str, Any]) -> str:
     k = state["key"]
     mapped = f"[{k['map_index']}]" if k["map_index"] >= 0 else ""
     return f"{k['dag_id']}.{k['task_id']}{mapped} @ {k['run_id']} #{k['try_number']}"
 
 
-def render(tasks: list[dict[str, Any]], detail: bool) -> RenderableType:
+def render(tasks: list[dict[str, Any]], detail: bool, width: int) -> RenderableType:
     table = Table(title=f"{len(tasks)} task(s)", expand=False)
-    for column in ("task", "state", "executor", "updated", "last source", "reason"):
-        table.add_column(column, overflow="fold")
+    wide = width >= WIDE
+    columns = ("task", "state", "executor", "updated", "last source", "reason")
+    for column in columns if wide else ("task", "state", "updated", "reason"):
+        wraps = column in WRAPPING
+        table.add_column(column, no_wrap=not wraps, min_width=12 if wraps else None)
     for t in tasks:
         style = STATE_STYLE.get(t["state"], "")
         last = t["history"][-1]["source"] if t["history"] else ""
         extra = f" (re-driven {t['redriven']})" if t.get("redriven") else ""
-        table.add_row(
-            key_text(t), f"[{style}]{t['state']}[/]{extra}", t.get("executor", ""),
-            t["updated_at"], last, t.get("reason") or "",
-        )  # fmt: skip
+        state = f"[{style}]{t['state']}[/]{extra}"
+        reason = t.get("reason") or ""
+        if wide:
+            row = [key_text(t), state, t.get("executor", ""), when(t["updated_at"]), last, reason]
+        else:
+            row = [key_text(t), state, when(t["updated_at"]), reason]
+        table.add_row(*row)
     if not detail:
         return table
     return Group(table, *(history_table(t) for t in tasks))
@@ -108,10 +125,10 @@ def render(tasks: list[dict[str, Any]], detail: bool) -> RenderableType:
 def history_table(state: dict[str, Any]) -> Table:
     table = Table(title=f"history of {key_text(state)}", expand=False)
     for column in ("observed", "state", "source", "event", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column not in WRAPPING)
     for step in state["history"]:
         table.add_row(
-            step["observed_at"], step["state"], step["source"], step["event_id"][:12],
+            when(step["observed_at"]), step["state"], step["source"], step["event_id"][:12],
             step.get("reason") or "",
         )  # fmt: skip
     if state.get("illegal_transitions"):
@@ -148,9 +165,9 @@ def status(
         print(orjson.dumps(fetch(base, path)).decode())
         return
     if not watch:
-        console.print(render(fetch(base, path)["tasks"], detail))
+        console.print(render(fetch(base, path)["tasks"], detail, console.width))
         return
     with Live(console=console, auto_refresh=False) as live, contextlib.suppress(KeyboardInterrupt):
         while True:
-            live.update(render(fetch(base, path)["tasks"], detail), refresh=True)
+            live.update(render(fetch(base, path)["tasks"], detail, console.width), refresh=True)
             time.sleep(interval)

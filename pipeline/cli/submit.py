@@ -65,7 +65,8 @@ def _read_ndjson(source: str) -> list[tuple[bytes, bytes]]:
 async def _publish(config: Settings, records: list[tuple[bytes, bytes]], show: bool) -> None:
     topic = config.topic.requests
     async with started(make_producer(config.kafka, "submit"), config.kafka) as producer:
-        with Progress(console=console, disable=not show, transient=True) as progress:
+        shown = show and console.is_terminal  # piped, a transient bar would leave a blank line
+        with Progress(console=console, disable=not shown, transient=True) as progress:
             bar = progress.add_task(f"publishing to {topic}", total=len(records))
             for start in range(0, len(records), CHUNK):
                 chunk = records[start : start + CHUNK]

@@ -90,3 +90,10 @@ def test_a_mistyped_option_before_the_command_is_named(published: list[dict[str,
     assert result.exit_code != 0
     assert "--qeue" in str(result.exception) and "after --" in str(result.exception)
     assert not published
+
+
+def test_config_show_piped_is_plain_json_without_padding() -> None:
+    result = invoke("config", "show")
+    assert result.exit_code == 0
+    assert not [line for line in result.output.splitlines() if line != line.rstrip()]
+    assert orjson.loads(result.output)["kafka"]["bootstrap_servers"]
