@@ -82,15 +82,21 @@ async def read_range(
     start: Bound | None = None,
     end: Bound | None = None,
     *,
+    partition: int | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> AsyncIterator[list[Record]]:
-    """Batches of the records in [start, end) of every partition, each partition in order.
+    """Batches of the records in [start, end) of every partition (or only `partition`), each
+    partition in order.
 
     A time bound selects records by their timestamp (start inclusive, end exclusive).
     """
     tps = await topic_partitions(kafka, topic)
     if not tps:
         raise LookupError(f"topic {topic!r} does not exist")
+    if partition is not None:
+        if partition >= len(tps):
+            raise LookupError(f"topic {topic!r} has partitions 0 to {len(tps) - 1}")
+        tps = [tp for tp in tps if tp.partition == partition]
     consumer = make_consumer(kafka, group_id=None, client_id="replay")
     async with started(consumer, kafka):
         first, stop = await resolve(consumer, kafka, tps, start, end)

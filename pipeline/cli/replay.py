@@ -35,7 +35,12 @@ def progress_bar(quiet: bool) -> Iterator[Progress]:
 
 
 async def read(
-    config: Settings, topics: list[str], start: Bound | None, end: Bound | None, key: str | None
+    config: Settings,
+    topics: list[str],
+    start: Bound | None,
+    end: Bound | None,
+    key: str | None,
+    partition: int | None = None,
 ) -> list[Record]:
     """Every record of `topics` in the range (and matching `key`), with a progress bar."""
     from pipeline.replay import read_range
@@ -50,7 +55,7 @@ async def read(
                 bar.update(task, total=(bar.tasks[0].total or 0) + total)
 
             batches: AsyncIterator[list[Record]] = read_range(
-                config.kafka, topic, start, end, on_total=grow
+                config.kafka, topic, start, end, partition=partition, on_total=grow
             )
             async for batch in batches:
                 bar.advance(task, len(batch))
@@ -122,6 +127,19 @@ def show_diff(result: dict[str, Any], as_json: bool) -> None:
         console.print(f"[red]-[/] {key} (live only)", highlight=False)
 
 
+async def nothing_in_range(config: Settings, topic: str) -> str:
+    """The warning for an empty range, with where each partition ends: offsets count per
+    partition, so a range taken from a total count often misses them all."""
+    from pipeline.kafka import fetch_highwaters, topic_partitions
+
+    ends = await fetch_highwaters(config.kafka, await topic_partitions(config.kafka, topic))
+    sizes = " ".join(f"{tp.partition}:{n}" for tp, n in sorted(ends.items()))
+    return (
+        f"no records in that range of {topic}: --from/--to are offsets within each partition "
+        f"(or ISO-8601 times), and its partitions end at {sizes} (partition:next offset)"
+    )
+
+
 def bound(text: str | None) -> Bound | None:
     from pipeline.replay import Bound
 
@@ -146,9 +164,11 @@ async def _replay(config: Settings, topic: str, options: dict[str, Any]) -> None
     else:
         topics = [topic]
     try:
-        records = await read(config, topics, start, end, options["key"])
+        records = await read(config, topics, start, end, options["key"], options["partition"])
     except LookupError as exc:
         raise CliError(f"{exc} (pipeline topics create)") from None
+    if not records:
+        err_console.print(await nothing_in_range(config, topic), highlight=False, soft_wrap=True)
     if options["into"]:
         await republish(config, records, topic_name(config, options["into"]))
         err_console.print(f"re-published {len(records)} record(s) to {options['into']}")
@@ -190,6 +210,9 @@ def replay(
     key: Annotated[
         str | None, typer.Option("--key", help="DAG[/TASK[/RUN[/MAP_INDEX]]] filter.")
     ] = None,
+    partition: Annotated[
+        int | None, typer.Option("--partition", min=0, help="Only this partition of the topic.")
+    ] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Merge partitions by time.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Refold into fresh state.")] = False,
@@ -206,7 +229,8 @@ def replay(
     """Replay a range of a topic: print it in order, rebuild state from it, or re-publish it."""
     config = settings(ctx)
     options = {
-        "start": start, "end": end, "key": key, "merge": merge, "json": as_json,
+        "start": start, "end": end, "key": key, "partition": partition, "merge": merge,
+        "json": as_json,
         "rebuild": rebuild, "until": until, "diff": compare, "into": into,
     }  # fmt: skip
     try:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
-from pipeline.kafka import make_producer, started
+from pipeline.kafka import make_producer, started, topic_partitions
 from pipeline.messages import State, TaskKey, encode, make_event
 from tests.fixtures.kafka import read_all
 from tests.fixtures.reducer import run_cli
@@ -63,6 +63,28 @@ async def test_time_range_returns_exactly_the_events_in_range(topics: Settings) 
     _, out = await cli("replay", "events", "--key", "replay/t3", "--json")
     assert {r["value"]["key"]["task_id"] for r in lines(out)} == {"t3"}
     assert len(lines(out)) == len([i for i in range(COUNT) if i % 7 == 3])
+
+
+async def test_one_partition_can_be_chosen_and_an_empty_range_says_where_partitions_end(
+    topics: Settings,
+) -> None:
+    await publish_timed(topics)
+    everything = await read_all(topics, topics.topic.events)
+    _, out = await cli("replay", "events", "--partition", "1", "--json")
+    assert [(r["partition"], r["offset"]) for r in lines(out)] == sorted(
+        (r.partition, r.offset) for r in everything if r.partition == 1
+    )
+
+    code, out, err = await run_cli("replay", "events", "--from", "1200", "--to", "1300")
+    partitions = await topic_partitions(topics.kafka, topics.topic.events)
+    ends = {tp.partition: sum(1 for r in everything if r.partition == tp.partition)
+            for tp in partitions}  # fmt: skip
+    assert code == 0 and out == ""
+    assert "offsets within each partition" in err and len(err.splitlines()) == 1
+    assert " ".join(f"{p}:{n}" for p, n in ends.items()) in err
+
+    code, _, err = await run_cli("replay", "events", "--partition", "99")
+    assert code == 2 and "has partitions 0 to" in err and "Traceback" not in err
 
 
 async def test_rebuild_until_and_republish_into_another_topic(topics: Settings) -> None:
