@@ -9,6 +9,7 @@ is read twice only re-announces events with the same ids. No I/O here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ class InFlight:
     running_reported: bool = False
     running_since: float | None = None
     """When this monitor first saw it running (not kept across restarts)."""
+    cancelled_at: float | None = None
+    """When the dispatcher's `cancelled` ended it: the monitor reports nothing more, but
+    still waits for the worker's completion record to keep what the command printed."""
 
 
 class InFlightSet:
@@ -58,13 +62,16 @@ class InFlightSet:
         self.apply(event)
 
     def apply(self, event: TaskEvent) -> None:
-        """What an event says about a watched task: terminal ends it, the monitor's running
-        means it need not be reported again."""
+        """What an event says about a watched task: terminal ends it (another stage's cancel
+        only marks it, see `cancelled_at`), the monitor's running means it need not be
+        reported again."""
         entry = self.tasks.get(event.get("celery_task_id", ""))
         if entry is None:
             return
         state = State(event["state"])
-        if state in TERMINAL_STATES:
+        if state == State.CANCELLED and event["source"] != self.monitor_source:
+            entry.cancelled_at = entry.cancelled_at or time.time()
+        elif state in TERMINAL_STATES:
             del self.tasks[entry.task_id]
         elif state == State.RUNNING and event["source"] == self.monitor_source:
             entry.running_reported = True

@@ -177,7 +177,9 @@ class CeleryMonitor(Stage):
         now = time.time()
         for entry in entries:
             seen = observe(metas[entry.task_id])
-            if overdue := self.overdue(entry, seen, now):
+            if entry.cancelled_at is not None:
+                await self.after_cancel(entry, seen, now)
+            elif overdue := self.overdue(entry, seen, now):
                 events += await self.stalled(entry, *overdue)
             elif seen.state is not None:
                 found = transition_events(entry, seen)
@@ -185,6 +187,16 @@ class CeleryMonitor(Stage):
                     WORKER_LOST.labels("rerun" if seen.exit_code is not None else "failed").inc()
                 events += found
         await self.publish(events)
+
+    async def after_cancel(self, entry: InFlight, seen: Observation, now: float) -> None:
+        """A task the dispatcher cancelled: once its worker recorded how the command ended,
+        keep what it printed, then stop watching (also when no worker ever takes it)."""
+        ended = seen.state in TERMINAL_STATES
+        assert entry.cancelled_at is not None
+        if ended or now - entry.cancelled_at > self.celery.stalled_task_timeout_s:
+            if ended:
+                await self.keep_logs([_event(entry, State.CANCELLED)])
+            self.inflight.tasks.pop(entry.task_id, None)
 
     def overdue(self, entry: InFlight, seen: Observation, now: float) -> tuple[str, float] | None:
         """Why a task looks lost, and how long it may wait after a re-send: not started in

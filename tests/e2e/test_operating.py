@@ -200,13 +200,14 @@ async def test_a_queued_celery_task_is_never_run_even_by_a_worker_that_starts_la
     assert (await state_of(ops, key) or {})["state"] == "cancelled"
 
 
-async def test_a_running_celery_task_is_terminated_with_its_children(
+async def test_a_running_celery_task_is_terminated_with_its_children_and_its_output_kept(
     ops: DevEnvironment, tmp_path: Path
 ) -> None:
     key = new_key("spinner")
     pids = tmp_path / "pids"
     script = (
         "import os, subprocess, sys, time\n"
+        "print('spinning', flush=True)\n"
         "child = subprocess.Popen(['sleep', '60'])\n"
         f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
         "time.sleep(60)\n"
@@ -219,6 +220,15 @@ async def test_a_running_celery_task_is_terminated_with_its_children(
     await cancel(ops, key, "too slow")
     assert_cancelled(await wait_state(ops, key, "cancelled", timeout_s=20), "too slow")
     await until(lambda: process_gone(parent) and process_gone(child), timeout_s=20)
+
+    async def kept() -> bool:  # on the logs topic once the worker recorded the command's end
+        state = await state_of(ops, key)
+        return bool(state and state.get("log"))
+
+    await eventually(kept, timeout_s=30, interval_s=0.2)
+    spec = f"{key.dag_id}/{key.task_id}/{key.run_id}"
+    code, printed, err = await run_cli("logs", spec, env=_cli_env(ops))
+    assert (code, _lines(printed)) == (0, ["spinning"]), err
 
 
 async def test_a_task_cancelled_before_it_is_routed_is_never_launched(
