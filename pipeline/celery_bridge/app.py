@@ -31,6 +31,7 @@ from typing import Any, Final
 import orjson
 from celery import Celery
 
+from pipeline.celery_bridge import fs_transport
 from pipeline.celery_bridge.ledger import Ledger
 from pipeline.celery_bridge.ledger_redis import RedisLedger
 from pipeline.celery_bridge.ledger_sql import SqlLedger
@@ -99,7 +100,8 @@ def make_app(celery: CelerySettings, *, fail_fast: bool = False) -> Celery:
     monitor): kombu then reports an unreachable broker at once instead of retrying inside.
     """
     transport = transport_options(celery, fail_fast=fail_fast)
-    if celery.broker_url.get_secret_value().startswith("filesystem:"):
+    filesystem = celery.broker_url.get_secret_value().startswith("filesystem:")
+    if filesystem:
         _prepare_filesystem(transport)
     app = Celery(
         "pipeline",
@@ -119,6 +121,7 @@ def make_app(celery: CelerySettings, *, fail_fast: bool = False) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport,
+        broker_transport=fs_transport.PATH if filesystem else None,
         result_expires=int(celery.dispatch_record_ttl_s),
         worker_hijack_root_logger=False,
         **backend_options(celery),
