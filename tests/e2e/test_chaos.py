@@ -232,7 +232,10 @@ async def test_garbage_in_every_consumed_topic_stops_nothing(chaos_env: DevEnvir
     floats = floats.replace(b'"map_index":7', b'"map_index":7.0').replace(
         b'"try_number":2', b'"try_number":2.0'
     )
-    lettered = (topics.requests, topics.kubernetes, topics.celery, topics.events)
+    lettered = (
+        topics.requests, topics.kubernetes, topics.celery, topics.events, topics.control,
+        topics.logs,
+    )  # fmt: skip
     skipped = (topics.launches, topics.watcher_checkpoints)
     bad = garbage(TaskKey("hostile", "bad", "hostile"))
     await publish(env, work.records[:60])
