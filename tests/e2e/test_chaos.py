@@ -35,7 +35,7 @@ from tests.fixtures.polling import eventually
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.timeout(3600),
+    pytest.mark.timeout(600),
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
@@ -172,12 +172,12 @@ async def _is_zero(env: DevEnvironment) -> bool:
     return await in_flight(env) == 0
 
 
-@pytest.mark.chaos
 async def test_chaos_short_form(chaos_env: DevEnvironment, tmp_path: Path) -> None:
     await drill(chaos_env, tmp_path, tasks=300, rounds=1, seed=17)
 
 
 @pytest.mark.chaos
+@pytest.mark.timeout(3600)
 async def test_chaos_full_drill(chaos_env: DevEnvironment, tmp_path: Path) -> None:
     await drill(chaos_env, tmp_path, tasks=2000, rounds=2, seed=2000)
 
@@ -219,7 +219,6 @@ async def healthy(env: DevEnvironment) -> dict[str, int]:
     return statuses
 
 
-@pytest.mark.chaos
 async def test_garbage_in_every_consumed_topic_stops_nothing(chaos_env: DevEnvironment) -> None:
     """Into every topic a stage consumes: random bytes, tombstones, truncated and 500-deep
     JSON, wrong types, bad versions, negative numbers, NaN, a 900 KB invalid request. Each
@@ -237,7 +236,7 @@ async def test_garbage_in_every_consumed_topic_stops_nothing(chaos_env: DevEnvir
         topics.logs,
     )  # fmt: skip
     skipped = (topics.launches, topics.watcher_checkpoints)
-    bad = garbage(TaskKey("hostile", "bad", "hostile"))
+    bad = garbage(TaskKey("hostile", "bad", "hostile-garbage"))  # a run of its own
     await publish(env, work.records[:60])
     places = await publish_at(env, [(t, value) for t in lettered for value in bad])
     await publish_at(env, [(t, value) for t in skipped for value in bad])
