@@ -181,7 +181,7 @@ async def task_try(request: web.Request) -> web.Response:
         return ctx.fragment("_log.html", text="", error=str(exc) or type(exc).__name__)
     if state is None:
         raise web.HTTPNotFound(text=f"no such try: {key}")
-    return ctx.fragment("_try.html", t=state)
+    return ctx.fragment("_try.html", t=state, terminal=TERMINAL)  # ended: drops its cancel form
 
 
 async def task_log(request: web.Request) -> web.Response:

@@ -153,7 +153,27 @@ async def test_a_task_shows_its_history(
     steps = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#try-1 .timeline .state")]
     assert steps[0] == "queued" and steps[-1] == "success" and "running" in steps
     assert "from watcher" in text_of(browser, "#try-1 .timeline")
+    await until(browser, lambda d: "hello from the task" in text_of(d, "#try-1 pre.log"), RUN_S)
     screenshot(browser, "task")
+
+
+async def test_a_running_task_is_cancelled_from_its_page(
+    pipeline_env: DevEnvironment, browser: WebDriver, screenshot: Shot
+) -> None:
+    key = TaskKey("cancel", "sleeper", "run-c")
+    code = "import time; print('about to sleep', flush=True); time.sleep(120)"
+    await submit(pipeline_env, (key, python(code), "kubernetes"))
+    browser.get(task_url(pipeline_env, key))
+    await until(browser, lambda d: "running" in text_of(d, "#try-1 h2"), RUN_S)
+    await until(browser, lambda d: "about to sleep" in text_of(d, "#try-1 pre.log"), RUN_S)
+    browser.find_element(By.CSS_SELECTOR, "#try-1 form.cancel input[name=reason]").send_keys(
+        "<i>not needed</i>"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#try-1 form.cancel button").click()
+    await until(browser, lambda d: "cancelled" in text_of(d, "#try-1 h2"), RUN_S)
+    assert "<i>not needed</i>" in text_of(browser, "#try-1")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#try-1 i, #try-1 form.cancel")
+    screenshot(browser, "task-cancelled")
 
 
 async def test_redrive_a_dead_letter(
