@@ -127,13 +127,14 @@ def requests_for(tag: str, n: int) -> list[TaskRequest]:
 
 
 @contextlib.asynccontextmanager
-async def emulator_process() -> AsyncIterator[tuple[Path, int]]:
-    """`pipeline sandbox kube` in simulate mode; yields its kubeconfig and pid once it serves."""
+async def emulator_process(run_seconds: float = 3600) -> AsyncIterator[tuple[Path, int]]:
+    """`pipeline sandbox kube` in simulate mode (pods run `run_seconds`); yields its
+    kubeconfig and pid once it serves."""
     with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pipeline", "sandbox", "kube", "--port", str(free_port()),
-            "--mode", "simulate", "--run-seconds", "3600", "--kubeconfig", str(kubeconfig),
+            "--mode", "simulate", "--run-seconds", str(run_seconds), "--kubeconfig", str(kubeconfig),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             env=dict(os.environ),
         )  # fmt: skip
