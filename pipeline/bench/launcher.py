@@ -134,7 +134,8 @@ async def emulator_process(run_seconds: float = 3600) -> AsyncIterator[tuple[Pat
         kubeconfig = Path(tmp) / "kubeconfig"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pipeline", "sandbox", "kube", "--port", str(free_port()),
-            "--mode", "simulate", "--run-seconds", str(run_seconds), "--kubeconfig", str(kubeconfig),
+            "--mode", "simulate", "--run-seconds", str(run_seconds),
+            "--kubeconfig", str(kubeconfig),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             env=dict(os.environ),
         )  # fmt: skip
