@@ -17,7 +17,12 @@ BODY = "x" * 2_000_000  # big enough that a write takes long enough to be seen m
 
 
 def connection(folder: Path) -> Connection:
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0}
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),
+        "polling_interval": 0,
+    }
     return Connection(transport=fs_transport.PATH, transport_options=options)
 
 
