@@ -79,7 +79,8 @@ class PodReporter:
         """A batch of watch changes: one publish (one broker round trip) for all their news.
 
         Then each is remembered in stream order, pods whose DELETED frame came are forgotten,
-        and the finished ones are cleaned up concurrently (each delete is an API call).
+        and the newest observation of each pod still there goes to the clean-up policy,
+        concurrently (each delete is an API call; the policy picks the finished ones).
         """
         observed: list[tuple[PodObservation, bool]] = []
         for kind, pod in changes:
@@ -92,8 +93,8 @@ class PodReporter:
             if deleted:
                 self.ledger.forget(observation.uid)
         gone = {o.uid for o, deleted in observed if deleted}
-        finished = {o.uid: o for o, deleted in observed if o.uid not in gone}
-        await asyncio.gather(*(self.clean_up(o) for o in finished.values()))
+        still_there = {o.uid: o for o, _ in observed if o.uid not in gone}
+        await asyncio.gather(*(self.clean_up(o) for o in still_there.values()))
 
     async def progressed(self, resource_version: str) -> None:
         self.resource_version = resource_version
