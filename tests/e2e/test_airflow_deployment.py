@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import sqlite3
 import sys
@@ -32,11 +33,6 @@ from pipeline.sandbox.processes import ChildProcess
 from tests.fixtures.polling import eventually
 
 airflow = pytest.importorskip("airflow", reason="needs the airflow extra")
-if not os.environ.get("PIPELINE_TEST_AIRFLOW_DEPLOYMENT"):
-    pytest.skip(
-        "opt-in (PIPELINE_TEST_AIRFLOW_DEPLOYMENT=1): a whole Airflow deployment",
-        allow_module_level=True,
-    )
 
 pytestmark = [
     pytest.mark.integration,
@@ -137,6 +133,7 @@ def airflow_env(home: Path, api_port: int) -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "600",
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
     }
 
 
@@ -236,3 +233,40 @@ async def test_a_dag_runs_through_the_pipeline(deployment: Deployment) -> None:
     assert all(t["state"] in ("success", "failed") for t in tries)  # the process outcome
     flaky_pods = {t["pod_name"] for t in tries if t["key"]["task_id"] == "flaky"}
     assert len(flaky_pods) == 2  # two tries, two pods
+
+
+async def test_a_scheduler_killed_mid_run_is_replaced_and_no_task_runs_twice(
+    deployment: Deployment,
+) -> None:
+    """SIGKILL the scheduler while tasks run; a new one adopts them (or sees them end): every
+    TI succeeds on its first try and every command ran exactly once."""
+    await deployment.airflow_cli("dags", "unpause", "pipeline_restart")
+
+    async def all_running() -> bool:
+        deployment.assert_alive()
+        tis = deployment.task_instances("pipeline_restart")
+        return len(tis) == 3 and all(r["state"] == "running" for r in tis.values())
+
+    await eventually(all_running, timeout_s=600, interval_s=0.5)
+    scheduler = deployment.children["scheduler"]
+    scheduler.kill_group()
+    assert scheduler.process is not None
+    await scheduler.process.wait()
+    await scheduler.start()
+
+    run = await deployment.wait_dag_run("pipeline_restart", timeout_s=600)
+    assert run["state"] == "success"
+    tis = deployment.task_instances("pipeline_restart")
+    assert {k: (r["state"], r["try_number"]) for k, r in tis.items()} == {
+        ("slow_pod", 0): ("success", 1),
+        ("slow_pod", 1): ("success", 1),
+        ("slow_celery", -1): ("success", 1),
+    }
+    scheduler_log = (deployment.home / "scheduler.log").read_text()
+    assert re.search(r"adopted [1-9]\d* task instances, returned 0", scheduler_log), (
+        "the new scheduler adopted the running tries and returned none to be run again"
+    )
+    runs = deployment.home / "runs"
+    assert {f.name: f.read_text() for f in runs.iterdir()} == {
+        "pod-0": "1\n", "pod-1": "1\n", "celery": "1\n",
+    }  # fmt: skip
