@@ -28,7 +28,7 @@ from pipeline.celery_bridge.monitor import CeleryMonitor
 from pipeline.celery_bridge.publish import send
 from pipeline.celery_bridge.worker import LOST_REASON
 from pipeline.config import Settings
-from pipeline.messages import TaskKey, TaskRequest, make_request
+from pipeline.messages import TaskEvent, TaskKey, TaskRequest, make_request
 from pipeline.sandbox.broker import free_port
 from tests.fixtures.celery import (
     CONFIGURATIONS,
@@ -178,6 +178,26 @@ def _send_and_wait(app: Celery, task_id: str, record: DispatchRecord) -> Any:
     return app.AsyncResult(task_id).get(timeout=30)
 
 
+async def through_a_worker_kill(
+    settings: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, counter: Path
+) -> TaskEvent:
+    """One slow command whose worker is SIGKILLed while it runs, then a second worker: the
+    try's terminal event (`counter` counts the command's runs)."""
+    command = counting(counter, "import time; time.sleep(1.5)")
+    victim = request("victim", command, celery_settings.queue)
+    first = await asyncio.to_thread(celery_worker)
+    async with celery_path(settings) as log:
+        await publish_requests(settings, [victim])
+        await log.until(lambda _: runs(counter) >= 1)  # the command is running on `first`
+        first.kill(signal.SIGKILL)
+        await asyncio.to_thread(first.process.wait)
+        await asyncio.to_thread(celery_worker)
+        await log.until(lambda _: finished(log, victim), timeout_s=90)
+    terminal = log.terminal(key_of(victim))
+    assert terminal is not None
+    return terminal
+
+
 @both_configurations
 async def test_a_worker_killed_mid_task_leads_to_a_rerun_where_the_operator_asked(
     topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
@@ -191,19 +211,7 @@ async def test_a_worker_killed_mid_task_leads_to_a_rerun_where_the_operator_aske
         PIPELINE_CELERY_RERUN_LOST_COMMANDS="true",
     )
     counter = tmp_path / "runs"
-    command = counting(counter, "import time; time.sleep(1.5)")
-    victim = request("victim", command, celery_settings.queue)
-    first = await asyncio.to_thread(celery_worker)
-    async with celery_path(settings) as log:
-        await publish_requests(settings, [victim])
-        await log.until(lambda _: runs(counter) >= 1)  # the command is running on `first`
-        first.kill(signal.SIGKILL)
-        await asyncio.to_thread(first.process.wait)
-        await asyncio.to_thread(celery_worker)
-        await log.until(lambda _: finished(log, victim), timeout_s=90)
-
-    terminal = log.terminal(key_of(victim))
-    assert terminal is not None
+    terminal = await through_a_worker_kill(settings, celery_settings, celery_worker, counter)
     assert terminal["state"] == "success"
     assert runs(counter) == 2, "re-run by the second worker after the first one died"
 
@@ -218,19 +226,7 @@ async def test_a_worker_killed_mid_task_fails_its_try_by_default(
         PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3", PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4"
     )
     counter = tmp_path / "runs"
-    command = counting(counter, "import time; time.sleep(1.5)")
-    victim = request("victim", command, celery_settings.queue)
-    first = await asyncio.to_thread(celery_worker)
-    async with celery_path(settings) as log:
-        await publish_requests(settings, [victim])
-        await log.until(lambda _: runs(counter) >= 1)
-        first.kill(signal.SIGKILL)
-        await asyncio.to_thread(first.process.wait)
-        await asyncio.to_thread(celery_worker)
-        await log.until(lambda _: finished(log, victim), timeout_s=90)
-
-    terminal = log.terminal(key_of(victim))
-    assert terminal is not None
+    terminal = await through_a_worker_kill(settings, celery_settings, celery_worker, counter)
     assert terminal["state"] == "failed"
     assert LOST_REASON in (terminal.get("reason") or "")
     assert runs(counter) == 1, "the lost command never ran a second time"
