@@ -373,9 +373,12 @@ class LauncherStage(runtime.Stage):
 
     async def _record_cancelled(self, key: TaskKey, name: str, cancel: CancelInfo) -> None:
         """The ledger's lasting word that this try is never launched: the cancel book is
-        bounded, and a request re-delivered or replayed long after must still find it."""
+        bounded, and a request re-delivered or replayed long after must still find it. Written
+        once (the follower and the in-stream copy of one cancel both come here)."""
+        if self.ledger.status(key) is LaunchStatus.CANCELLED:
+            return
         record = launches.make_record(
-            key, LaunchStatus.CANCELLED, SOURCE, pod_name=name, reason=cancel["reason"][:4096]
+            key, LaunchStatus.CANCELLED, SOURCE, pod_name=name, reason=cancel["reason"]
         )
         try:
             await launches.write(self.producer, self.settings.topic.launches, [record])
