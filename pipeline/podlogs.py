@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -29,7 +30,7 @@ class PodLogUnavailable(Exception):
     """The pod is gone, or its container has not started: there is no log to read (yet)."""
 
 
-def pod_secrets(pod: Mapping[str, Any]) -> list[str]:
+def _pod_secrets(pod: Mapping[str, Any]) -> list[str]:
     """The literal env values of the pod's containers that must not appear in its log."""
     env: dict[str, str] = {}
     for container in (pod.get("spec") or {}).get("containers") or []:
@@ -37,6 +38,18 @@ def pod_secrets(pod: Mapping[str, Any]) -> list[str]:
             if isinstance(var.get("value"), str):
                 env[str(var.get("name"))] = var["value"]
     return secrets_of(env)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    """What reading a pod's log needs from the pod: its main container and what to mask."""
+
+    container: str | None
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> LogSource:
+        return cls(_container(pod), tuple(_pod_secrets(pod)))
 
 
 def _container(pod: Mapping[str, Any]) -> str | None:
@@ -54,7 +67,7 @@ class PodLogs:
         self.namespace = namespace
         self.timeout_s = timeout_s
 
-    def _pod(self, name: str) -> dict[str, Any]:
+    def _source(self, name: str) -> LogSource:
         try:
             response = self.core.read_namespaced_pod(
                 name, self.namespace, _preload_content=False, _request_timeout=self.timeout_s
@@ -63,15 +76,14 @@ class PodLogs:
             if exc.status == 404:
                 raise PodLogUnavailable(f"pod {name} not found") from None
             raise
-        pod: dict[str, Any] = orjson.loads(response.data)  # type: ignore[attr-defined]
-        return pod
+        return LogSource.of(orjson.loads(response.data))  # type: ignore[attr-defined]
 
-    def _open(self, name: str, pod: Mapping[str, Any], **query: Any) -> Any:
+    def _open(self, name: str, source: LogSource, **query: Any) -> Any:
         try:
             return self.core.read_namespaced_pod_log(
                 name,
                 self.namespace,
-                container=_container(pod),
+                container=source.container,
                 _preload_content=False,
                 **query,
             )
@@ -80,32 +92,35 @@ class PodLogs:
                 raise PodLogUnavailable(f"no log for pod {name}: {exc.reason}") from None
             raise
 
-    def _read(self, name: str, tail_lines: int | None) -> bytes:
-        pod = self._pod(name)
+    def _read(self, name: str, tail_lines: int | None, source: LogSource | None) -> bytes:
+        source = source or self._source(name)
         query: dict[str, Any] = {"_request_timeout": self.timeout_s}
         if tail_lines is not None:
             query["tail_lines"] = tail_lines
-        response = self._open(name, pod, **query)
+        response = self._open(name, source, **query)
         try:
             data: bytes = response.data
         finally:
             response.release_conn()
-        return mask(data.decode(errors="replace"), pod_secrets(pod)).encode()
+        return mask(data.decode(errors="replace"), source.secrets).encode()
 
-    async def read(self, name: str, tail_lines: int | None = None) -> bytes:
-        """The log as it is now (the last `tail_lines` lines); PodLogUnavailable if none."""
-        return await asyncio.to_thread(self._read, name, tail_lines)
+    async def read(
+        self, name: str, tail_lines: int | None = None, source: LogSource | None = None
+    ) -> bytes:
+        """The log as it is now (the last `tail_lines` lines); PodLogUnavailable if none.
+
+        A caller that holds the pod passes its `source`, which saves reading the pod first."""
+        return await asyncio.to_thread(self._read, name, tail_lines, source)
 
     async def follow(self, name: str, tail_lines: int | None = None) -> AsyncIterator[bytes]:
         """The log so far, then each new line until the container ends."""
         loop = asyncio.get_running_loop()
-        pod = await asyncio.to_thread(self._pod, name)
-        secrets = pod_secrets(pod)
+        source = await asyncio.to_thread(self._source, name)
         # the read timeout is the longest silence a followed log survives
         query: dict[str, Any] = {"follow": True, "_request_timeout": (10.0, FOLLOW_QUIET_S)}
         if tail_lines is not None:
             query["tail_lines"] = tail_lines
-        response = await asyncio.to_thread(self._open, name, pod, **query)
+        response = await asyncio.to_thread(self._open, name, source, **query)
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         def pump() -> None:
@@ -125,9 +140,9 @@ class PodLogs:
                 lines, newline, rest = (pending + chunk).rpartition(b"\n")
                 pending = rest
                 if newline:
-                    yield mask((lines + newline).decode(errors="replace"), secrets).encode()
+                    yield mask((lines + newline).decode(errors="replace"), source.secrets).encode()
             if pending:
-                yield mask(pending.decode(errors="replace"), secrets).encode()
+                yield mask(pending.decode(errors="replace"), source.secrets).encode()
         finally:
             with contextlib.suppress(Exception):
                 response.close()

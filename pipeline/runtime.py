@@ -88,6 +88,23 @@ async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
 
 
+ItemT = TypeVar("ItemT")
+
+
+async def next_unless_stopped(
+    queue: asyncio.Queue[ItemT], stop: asyncio.Future[Any]
+) -> ItemT | None:
+    """The queue's next item, or None once `stop` resolved first."""
+    if not queue.empty():
+        return queue.get_nowait()
+    get = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if get in done:
+        return get.result()
+    get.cancel()
+    return None
+
+
 StageT = TypeVar("StageT", bound=Stage)
 
 

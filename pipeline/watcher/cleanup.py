@@ -61,7 +61,7 @@ class Sweeper:
                 await self._reporter.report(pod)
 
     def _finished_phases(self) -> list[str]:
-        policy = self._reporter.policy
+        policy = self._reporter.finisher.policy
         if not policy.delete_pods:
             return []
         return ["Succeeded", "Failed"] if policy.delete_pods_on_failure else ["Succeeded"]
@@ -72,7 +72,7 @@ class Sweeper:
             "pod %s pending too long; failing its task", pod.name, extra={"task": str(pod.key)}
         )
         await self._reporter.report(failed, clean_up=False)
-        await self._reporter.delete(failed, why="pending_timeout")
+        await self._reporter.finisher.delete(failed, why="pending_timeout")
 
     async def _page(self, phase: str) -> list[PodObservation]:
         """Up to `batch` pods in `phase`, continuing the previous pass's paging."""

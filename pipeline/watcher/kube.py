@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pipeline.config import KubeSettings
 from pipeline.kube import client_configuration
+from pipeline.runtime import next_unless_stopped
 from pipeline.watcher.watch_loop import Frames, Listing, Pod, WatchGone, WatchUnavailable
 
 _T = TypeVar("_T")
@@ -90,19 +91,27 @@ class PodApi:
     async def delete(self, name: str, uid: str) -> bool:
         """Delete one pod, only if it is still the one with `uid`; False if already gone."""
         try:
-            await asyncio.to_thread(
-                _call,
-                self.core.delete_namespaced_pod,
-                name,
-                self.namespace,
-                body={"preconditions": {"uid": uid}},
-                _request_timeout=self.request_timeout_s,
-            )
+            await asyncio.to_thread(self._delete, name, uid)
         except ApiException as exc:
             if exc.status in (404, 409):  # gone, or a newer pod now has the name
                 return False
             raise
         return True
+
+    def _delete(self, name: str, uid: str) -> None:
+        # raw: the deleted pod comes back, and making a V1Pod of it costs more than the call
+        response = _call(
+            self.core.delete_namespaced_pod,
+            name,
+            self.namespace,
+            body={"preconditions": {"uid": uid}},
+            _preload_content=False,
+            _request_timeout=self.request_timeout_s,
+        )
+        try:
+            _ = response.data  # type: ignore[attr-defined]  # read whole: the connection is reused
+        finally:
+            response.release_conn()  # type: ignore[attr-defined]
 
     async def watch(self, resource_version: str, stopping: asyncio.Event) -> AsyncIterator[Frames]:
         """Frames from `resource_version` on, until the server ends the stream or `stopping`."""
@@ -131,7 +140,7 @@ class PodApi:
         stop = asyncio.ensure_future(stopping.wait())
         try:
             while True:
-                item = await _next(frames, stop)
+                item = await next_unless_stopped(frames, stop)
                 batch: list[Pod] = []
                 while item is not None and not isinstance(item, BaseException):
                     batch.append({"type": item["type"], "object": item["raw_object"]})
@@ -147,20 +156,6 @@ class PodApi:
         finally:
             stream.stop()  # type: ignore[no-untyped-call]
             stop.cancel()
-
-
-async def _next(
-    frames: asyncio.Queue[Pod | BaseException | None], stop: asyncio.Future[Any]
-) -> Pod | BaseException | None:
-    """The next frame, or None once `stop` resolved first."""
-    if not frames.empty():
-        return frames.get_nowait()
-    get = asyncio.ensure_future(frames.get())
-    done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if get in done:
-        return get.result()
-    get.cancel()
-    return None
 
 
 def _call(method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

@@ -42,7 +42,7 @@ class LogCapture:
     async def _keep_one(self, pod: PodObservation) -> None:
         try:
             # every line is at least one byte: this many lines hold the newest max_bytes
-            data = await self.pods.read(pod.name, tail_lines=self.max_bytes)
+            data = await self.pods.read(pod.name, self.max_bytes, pod.log_source)
         except (PodLogUnavailable, ApiException, WatchUnavailable, HTTPError, OSError) as exc:
             metrics.LOGS.labels("unavailable").inc()
             log.info("no log kept for pod %s: %s", pod.name, exc, extra={"task": str(pod.key)})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from kubernetes.client import CoreV1Api
 
-from pipeline import launches, runtime
+from pipeline import runtime
 from pipeline.config import ConfigError, Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.messages import encode
@@ -26,9 +26,10 @@ from pipeline.runtime import Stage, guard, sleep_unless_stopped
 from pipeline.watcher import kube, metrics
 from pipeline.watcher.checkpoint import CheckpointStore, scope_key
 from pipeline.watcher.cleanup import Sweeper
+from pipeline.watcher.finish import CleanupPolicy, Finisher
 from pipeline.watcher.ledger import PodLedger
 from pipeline.watcher.logcapture import LogCapture
-from pipeline.watcher.reporter import CleanupPolicy, PodReporter, Publish
+from pipeline.watcher.reporter import PodReporter, Publish
 from pipeline.watcher.translate import PodObservation
 from pipeline.watcher.watch_loop import Backoff, list_then_watch
 
@@ -118,10 +119,13 @@ class WatcherStage(Stage):
                        settings.topic.logs, settings.logs.max_bytes)
             if watcher.capture_logs else None
         )  # fmt: skip
-        reporter = PodReporter(
-            _publisher(producer, settings.topic.events, settings.topic.launches, capture),
-            api.delete,
+        finisher = Finisher(
+            producer, settings.topic.launches, capture, api.delete,
             CleanupPolicy(watcher.delete_pods, watcher.delete_pods_on_failure),
+        )  # fmt: skip
+        reporter = PodReporter(
+            _publisher(producer, settings.topic.events),
+            finisher,
             PodLedger(saved.open_pods if saved else ()),
             saved.resource_version if saved else None,
         )
@@ -135,6 +139,7 @@ class WatcherStage(Stage):
         watch.tasks = [
             guard(list_then_watch(api, reporter, stopping, resource_version=rv, backoff=backoff),
                   f"watch-{namespace}", stopping),
+            guard(finisher.run(stopping), f"finish-{namespace}", stopping),
             guard(sweeper.run(stopping, watcher.pending_check_interval_s), f"sweep-{namespace}",
                   stopping),
             guard(watch.keep_checkpoint(stopping, watcher.checkpoint_interval_s),
@@ -143,12 +148,8 @@ class WatcherStage(Stage):
         return watch
 
 
-def _publisher(
-    producer: AIOKafkaProducer, topic: str, ledger_topic: str, capture: LogCapture | None
-) -> Publish:
-    """Events, acknowledged; then, for each try that ended, its captured log and its
-    `finished` launch record, acknowledged before the reporter may delete the pod (a deleted
-    pod's name is free again, and only the ledger then tells a launcher the try already ran)."""
+def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:
+    """Events, acknowledged before the reporter remembers them."""
 
     async def publish(observations: Sequence[PodObservation]) -> None:
         if not observations:
@@ -156,17 +157,6 @@ def _publisher(
         await send_all(
             producer, [(topic, o.key.partition_key, encode(o.to_event())) for o in observations]
         )
-        if capture is not None:  # before the reporter deletes any of these pods
-            await capture.keep([o for o in observations if o.terminal])
-        ended = [
-            launches.make_record(
-                o.key, launches.LaunchStatus.FINISHED, "watcher", pod_name=o.name,
-                reason=o.state.value,
-            )
-            for o in observations
-            if o.terminal
-        ]  # fmt: skip
-        await launches.write(producer, ledger_topic, ended)
         for observation in observations:
             metrics.EVENTS.labels(observation.state.value).inc()
             log.info("task %s", observation.state.value, extra={

@@ -11,7 +11,7 @@ has a new uid, so its facts stay distinct.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -25,11 +25,11 @@ from pipeline.messages import (
     make_event,
     parse_time,
 )
+from pipeline.podlogs import MAIN_CONTAINER, LogSource
 from pipeline.pods import cancel_from_annotations, key_from_annotations
 
 SOURCE: Final = "watcher"
 EXECUTOR: Final = "kubernetes"
-MAIN_CONTAINER: Final = "base"
 # Waiting reasons a pod never leaves on its own (ErrImagePull is retried into ImagePullBackOff).
 FATAL_WAITING: Final = frozenset(
     {
@@ -62,6 +62,8 @@ class PodObservation:
     exit_code: int | None = None
     created_at: str | None = None
     cancel: CancelInfo | None = None  # the launcher ended this pod for a cancel
+    # a finished pod's container and secrets, so its log is read without reading the pod
+    log_source: LogSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -155,6 +157,7 @@ def observe(pod: Pod, *, deleted: bool = False) -> PodObservation | None:
         exit_code=exit_code,
         created_at=metadata.get("creationTimestamp"),
         cancel=cancel,
+        log_source=LogSource.of(pod) if state in TERMINAL_STATES else None,
     )
 
 

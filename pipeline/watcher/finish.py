@@ -1,0 +1,120 @@
+"""What follows a try's end on its pod, in this order: its log kept, its `finished` launch
+record acknowledged, then the pod deleted if the cleanup policy says so.
+
+The order is the once-per-try guarantee: a deleted pod's name is free again, and only the
+launch ledger then tells a launcher that the try already ran. None of it is on the watch's
+path: the terminal event is published and acknowledged first (that is what frees the
+launcher's slot), and the rest is handed to a background loop that takes everything queued
+at once, so its API calls run concurrently and its records share one produce request. A
+full backlog makes the watch wait. Work still queued at a stop or crash is not lost: the
+pods are still there, finished, and the sweep finds them and finishes them again (a second
+log record and launch record of one try are absorbed downstream; a second delete is a 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from pipeline import launches
+from pipeline.messages import State
+from pipeline.runtime import next_unless_stopped
+from pipeline.watcher import metrics
+from pipeline.watcher.logcapture import LogCapture
+from pipeline.watcher.translate import PodObservation
+from pipeline.watcher.watch_loop import WatchUnavailable
+
+log = logging.getLogger(__name__)
+
+Delete = Callable[[str, str], Awaitable[bool]]
+_BACKLOG = 64  # batches queued before the watch waits
+
+
+@dataclass(frozen=True)
+class CleanupPolicy:
+    """Airflow's `delete_worker_pods` / `delete_worker_pods_on_failure`."""
+
+    delete_pods: bool = True
+    delete_pods_on_failure: bool = False
+
+    def should_delete(self, pod: PodObservation) -> bool:
+        if not pod.terminal or not self.delete_pods:
+            return False
+        cancelled = pod.state is State.CANCELLED  # its delete is under way: see it through
+        return pod.state is State.SUCCESS or cancelled or self.delete_pods_on_failure
+
+
+class Finisher:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        ledger_topic: str,
+        capture: LogCapture | None,
+        delete: Delete,
+        policy: CleanupPolicy,
+    ) -> None:
+        self._producer = producer
+        self._ledger_topic = ledger_topic
+        self._capture = capture
+        self._delete = delete
+        self.policy = policy
+        self._queue: asyncio.Queue[list[PodObservation]] = asyncio.Queue(_BACKLOG)
+        self._stopped = False  # set once `run` returned: nothing would take from the queue
+
+    async def later(self, ended: Sequence[PodObservation]) -> None:
+        """Finish these in the background (`run`); waits only while the backlog is full."""
+        if (batch := [o for o in ended if o.terminal]) and not self._stopped:
+            await self._queue.put(batch)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Finish what `later` queued, everything queued so far at once; at a stop, what is
+        queued then, and no more (what comes later is left to the sweep)."""
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            while (batch := await next_unless_stopped(self._queue, stop)) is not None:
+                await self._finish_queued(batch)
+            self._stopped = True
+            if not self._queue.empty():
+                await self._finish_queued([])
+        finally:
+            self._stopped = True
+            stop.cancel()
+
+    async def _finish_queued(self, batch: list[PodObservation]) -> None:
+        while not self._queue.empty():
+            batch.extend(self._queue.get_nowait())
+        try:
+            await self.finish(batch)
+        except Exception:  # the pods stay, finished: the sweep finishes them again
+            log.exception("finishing %d pods failed; the sweep will retry", len(batch))
+
+    async def finish(self, ended: Sequence[PodObservation], *, clean_up: bool = True) -> None:
+        """Keep the logs, write the launch records, then delete the pods the policy picks."""
+        ended = [o for o in ended if o.terminal]
+        if not ended:
+            return
+        if self._capture is not None:
+            await self._capture.keep(ended)
+        records = [
+            launches.make_record(
+                o.key, launches.LaunchStatus.FINISHED, "watcher", pod_name=o.name,
+                reason=o.state.value,
+            )
+            for o in ended
+        ]  # fmt: skip
+        await launches.write(self._producer, self._ledger_topic, records)
+        if clean_up:
+            doomed = [o for o in ended if self.policy.should_delete(o)]
+            await asyncio.gather(*(self.delete(o, why="finished") for o in doomed))
+
+    async def delete(self, observation: PodObservation, *, why: str) -> None:
+        """Delete a pod; a failure is logged and left to the next sweep."""
+        try:
+            if await self._delete(observation.name, observation.uid):
+                metrics.PODS_DELETED.labels(why).inc()
+        except WatchUnavailable as exc:
+            log.warning("could not delete pod %s (%s); the sweep will retry", observation.name, exc)
