@@ -38,10 +38,22 @@ def core_v1(kube: KubeSettings) -> client.CoreV1Api:
 
 
 class _RawWatch(watch.Watch):  # type: ignore[misc]
-    """The client's watch (410 handling, socket shutdown on stop) without model objects."""
+    """The client's watch (410 handling, socket shutdown on stop) without model objects, its
+    frames parsed by orjson (each is a whole pod: the stdlib's parser cost a tenth of the
+    watcher's CPU)."""
 
     def get_return_type(self, func: Any) -> None:
         return None
+
+    def unmarshal_event(self, data: str, return_type: Any) -> dict[str, Any] | None:
+        try:
+            frame = orjson.loads(data) if data and not data.isspace() else None
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(frame, dict):
+            return None
+        frame["raw_object"] = frame.get("object")
+        return frame
 
 
 @dataclass
@@ -130,7 +142,8 @@ class PodApi:
                     timeout_seconds=self.watch_timeout_s,
                     _request_timeout=(_CONNECT_TIMEOUT_S, self.watch_timeout_s + 30.0),
                 ):
-                    loop.call_soon_threadsafe(frames.put_nowait, frame)
+                    if frame is not None:  # a blank or unparsable line, not the stream's end
+                        loop.call_soon_threadsafe(frames.put_nowait, frame)
                 loop.call_soon_threadsafe(frames.put_nowait, None)
             except BaseException as exc:  # handed to the loop, which decides
                 with contextlib.suppress(RuntimeError):  # loop already closed
