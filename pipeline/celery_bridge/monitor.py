@@ -100,15 +100,18 @@ def _event(
     )  # fmt: skip
 
 
-class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, inflight: InFlightSet) -> None:
-        self.inflight = inflight
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forget the tries of partitions that moved away; the first assignment (even of none)
+    makes the stage ready."""
+
+    def __init__(self, stage: CeleryMonitor) -> None:
+        self.stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.inflight.drop_partitions(revoked)
+        self.stage.inflight.drop_partitions(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        pass
+        self.stage.ready = True
 
 
 class CeleryMonitor(Stage):
@@ -133,8 +136,7 @@ class CeleryMonitor(Stage):
             session_timeout_ms=self.celery.session_timeout_ms,
         )  # fmt: skip
         async with all_started(kafka, self.producer, consumer):
-            consumer.subscribe([self.settings.topic.events], listener=_ForgetRevoked(self.inflight))
-            self.ready = True
+            consumer.subscribe([self.settings.topic.events], listener=_Rebalance(self))
             next_poll = 0.0
             while not stopping.is_set():
                 self.learn(await consumer.getmany(timeout_ms=100, max_records=1000))

@@ -149,8 +149,8 @@ class LauncherStage(runtime.Stage):
                 committer = runtime.guard(self._commit_every_interval(requests), "commits")
                 ledger = runtime.guard(self._follow_ledger(), "launch-ledger")
                 self._background = [self._cancel_follower, follower, committer, ledger]
+                # ready once the group has answered (the listener): partitions flow then
                 requests.subscribe([s.topic.kubernetes], listener=_Rebalance(self, requests))
-                self.ready = True
                 try:
                     await self._consume(requests, stopping)
                     await self._drain()
@@ -616,7 +616,8 @@ class LauncherStage(runtime.Stage):
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Commit what is finished before partitions move; forget their offsets after."""
+    """Commit what is finished before partitions move; forget their offsets after. The first
+    assignment (even of none, with more replicas than partitions) makes the stage ready."""
 
     def __init__(self, stage: LauncherStage, consumer: AIOKafkaConsumer) -> None:
         self.stage = stage
@@ -629,7 +630,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self.stage.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        self.stage.ready = True
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

@@ -6,6 +6,7 @@ messages and duplicate submissions; then the same again with every stage restart
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,10 @@ pytestmark = [
 FAST_SWEEPS = {
     "PIPELINE_WATCHER_PENDING_TIMEOUT_S": "4",
     "PIPELINE_WATCHER_PENDING_CHECK_INTERVAL_S": "1",
-    # the restart test restarts every stage at once on a busy machine: a longer session than
-    # the sandbox profile's keeps a CPU-starved member from being expelled mid-run
-    "PIPELINE_KAFKA_SESSION_TIMEOUT_MS": "6000",
 }
+# the restart test restarts every stage at once on a busy machine: a longer session than the
+# sandbox profile's keeps a CPU-starved member from being expelled mid-run
+PATIENT_SESSIONS = {"PIPELINE_KAFKA_SESSION_TIMEOUT_MS": "6000"}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -46,6 +47,7 @@ async def pipeline_env(redis_server: RedisServer) -> AsyncIterator[DevEnvironmen
         faults=FaultConfig(stuck_pending_images=STUCK_IMAGE),
         timings=Timings(pending_seconds=0.0, run_seconds=0.05, backoff_seconds=0.05),
         extra_env=FAST_SWEEPS
+        | PATIENT_SESSIONS
         | {"PIPELINE_CELERY_BROKER_URL": celery, "PIPELINE_CELERY_RESULT_BACKEND": celery},
     )
     async with dev_environment(options) as env:
@@ -76,7 +78,16 @@ async def settle(env: DevEnvironment, work: Workload) -> dict[TaskKey, dict[str,
         found.update(await states_of(env, work.run_id))
         return all(k in found and found[k]["state"] in TERMINAL_STATES for k in work.expected)
 
-    await eventually(all_terminal, timeout_s=240, interval_s=0.5)
+    try:
+        await eventually(all_terminal, timeout_s=240, interval_s=0.5)
+    except TimeoutError:
+        stuck = {k: found[k]["state"] if k in found else "unseen" for k in work.expected}
+        stuck = {k: v for k, v in stuck.items() if v not in TERMINAL_STATES}
+        examples = {str(k): (v, found.get(k, {}).get("executor")) for k, v in stuck.items()}
+        raise AssertionError(
+            f"{len(stuck)} tasks not terminal, by state {Counter(stuck.values())}; e.g. "
+            f"{dict(list(examples.items())[:8])}; logs in {env.work_dir}"
+        ) from None
     return found
 
 
