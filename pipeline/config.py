@@ -52,6 +52,14 @@ class KafkaSettings(SettingsGroup):
         "Kafka answers as soon as data is there; the sandbox broker holds every fetch this "
         "long, so each hop costs about half of it there (its profile uses a low value).",
     )
+    follower_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=30_000,
+        description="The same for consumers off the tasks' path, which only follow a topic "
+        "(the launcher's cancel and launch-ledger followers). On the sandbox broker every "
+        "consumer pays one fetch round trip per wait, idle or not, so these wait longer.",
+    )
     session_timeout_ms: int = Field(
         10_000,
         ge=1000,

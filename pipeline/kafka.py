@@ -81,18 +81,21 @@ def make_consumer(
     group_id: str | None,
     client_id: str,
     session_timeout_ms: int | None = None,
+    follower: bool = False,
     **extra: Any,
 ) -> AIOKafkaConsumer:
     """An at-least-once consumer: auto-commit off, earliest offset, unless `extra` says else.
 
     Every consumer takes `fetch_max_wait_ms` from the settings: it bounds how long a hop can
-    sit in a held fetch (the whole wait on the sandbox broker), so it is a latency setting.
-    Group members also take the session/heartbeat from `group_timeouts`.
+    sit in a held fetch (the whole wait on the sandbox broker), so it is a latency setting;
+    a `follower`, off the tasks' path, takes `follower_fetch_max_wait_ms` instead. Group
+    members also take the session/heartbeat from `group_timeouts`.
     """
+    wait_ms = kafka.follower_fetch_max_wait_ms if follower else kafka.fetch_max_wait_ms
     options: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+        "fetch_max_wait_ms": wait_ms,
     }
     if group_id is not None:
         options |= group_timeouts(kafka, session_timeout_ms)

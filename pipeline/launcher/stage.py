@@ -122,8 +122,12 @@ class LauncherStage(runtime.Stage):
         self._stopping = stopping
         self.producer = make_producer(s.kafka, "launcher")
         events = make_consumer(s.kafka, group_id=None, client_id="launcher-events")
-        controls = make_consumer(s.kafka, group_id=None, client_id="launcher-controls")
-        self._ledger_reader = make_consumer(s.kafka, group_id=None, client_id="launcher-ledger")
+        controls = make_consumer(
+            s.kafka, group_id=None, client_id="launcher-controls", follower=True
+        )
+        self._ledger_reader = make_consumer(
+            s.kafka, group_id=None, client_id="launcher-ledger", follower=True
+        )
         requests = make_consumer(
             s.kafka,
             group_id=s.launcher.group_id,

@@ -12,7 +12,10 @@ Kafka's defaults (`KafkaSettings`). Two behaviours of Tansu 0.6, measured, make 
   CPU per record does not grow with a lower wait (at 1,000 msg/s: 0.26 CPU-s/s at 25 ms,
   0.32 at 500 ms). 25 ms keeps a three-hop launch under 100 ms; a whole idle sandbox
   (`pipeline dev`, nine processes) measured 0.37 CPU-s/s at 25 ms, 0.24 at 100 ms and 0.11
-  at 500 ms, so a sandbox that mostly idles may raise the wait.
+  at 500 ms, so a sandbox that mostly idles may raise the wait. Consumers that only follow
+  a topic off the tasks' path (the launcher's cancel and launch-ledger followers) wait
+  250 ms: a cancel reaches a running pod up to that much later, and two consumers stop
+  paying 40 round trips a second.
 - A stopped group member is never removed by LeaveGroup, so a killed or restarted stage's
   partitions stay with the dead member until its session times out, and a JoinGroup is held
   for half the session. A bare member killed and started again had its partitions back
@@ -30,6 +33,7 @@ from __future__ import annotations
 from pipeline.config import KafkaSettings
 
 FETCH_MAX_WAIT_MS = 25
+FOLLOWER_FETCH_MAX_WAIT_MS = 250
 SESSION_TIMEOUT_MS = 2_000
 HEARTBEAT_INTERVAL_MS = 500
 
@@ -38,6 +42,7 @@ def sandbox_env() -> dict[str, str]:
     """The profile as `PIPELINE_*` variables, for stage processes and CLI commands."""
     return {
         "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS),
+        "PIPELINE_KAFKA_FOLLOWER_FETCH_MAX_WAIT_MS": str(FOLLOWER_FETCH_MAX_WAIT_MS),
         "PIPELINE_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         "PIPELINE_KAFKA_HEARTBEAT_INTERVAL_MS": str(HEARTBEAT_INTERVAL_MS),
     }
@@ -48,6 +53,7 @@ def sandbox_kafka(bootstrap_servers: str) -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=bootstrap_servers,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        follower_fetch_max_wait_ms=FOLLOWER_FETCH_MAX_WAIT_MS,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
     )
