@@ -90,5 +90,12 @@ class InFlightSet:
         return offsets
 
 
+def mentions_celery_task(raw: bytes | None) -> bool:
+    """Whether an event can be about a watched task: only one with a `celery_task_id` is,
+    and most of the topic (every Kubernetes task's events) has none, so this byte test
+    spares the monitor parsing them."""
+    return raw is not None and b'"celery_task_id"' in raw
+
+
 def _epoch(timestamp: str) -> float:
     return parse_time(timestamp).timestamp()

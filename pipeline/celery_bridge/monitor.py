@@ -25,7 +25,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from pipeline import logs, tasklogs
 from pipeline.celery_bridge.app import is_redis, make_app, make_ledger
-from pipeline.celery_bridge.inflight import InFlight, InFlightSet
+from pipeline.celery_bridge.inflight import InFlight, InFlightSet, mentions_celery_task
 from pipeline.celery_bridge.ledger import DispatchRecord, Ledger
 from pipeline.celery_bridge.publish import RETRIABLE, retrying, send
 from pipeline.celery_bridge.states import Observation, observe
@@ -152,6 +152,9 @@ class CeleryMonitor(Stage):
         a restart, stop it again."""
         for tp, records in batch.items():
             for record in records:
+                if not mentions_celery_task(record.value):  # nothing to learn: skip the parse
+                    self.inflight.passed(tp, record.offset)
+                    continue
                 try:
                     self.inflight.learn(tp, record.offset, decode_event(record.value))
                 except InvalidMessage:

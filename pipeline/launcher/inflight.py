@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -50,8 +51,16 @@ class InFlight:
         return key in self._keys
 
 
+_TERMINAL_NAMES: Final = tuple(state.value.encode() for state in TERMINAL_STATES)
+
+
 def finished_key(raw: bytes | None) -> TaskKey | None:
-    """The key of a terminal event of a Kubernetes (or executor-less) task, else None."""
+    """The key of a terminal event of a Kubernetes (or executor-less) task, else None.
+
+    An event that does not even contain a terminal state's name is not parsed (most events
+    are `queued`, `launched` or `running`)."""
+    if raw is None or not any(name in raw for name in _TERMINAL_NAMES):
+        return None
     try:
         event = decode_event(raw)
     except InvalidMessage:  # the reducer dead-letters it; here it only finishes nothing

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from pipeline.celery_bridge.inflight import InFlightSet
+from pipeline.celery_bridge.inflight import InFlightSet, mentions_celery_task
 from pipeline.celery_bridge.monitor import transition_events
 from pipeline.celery_bridge.states import Observation
-from pipeline.messages import State, TaskEvent, TaskKey, make_event
+from pipeline.messages import State, TaskEvent, TaskKey, encode, make_event
 
 TP0, TP1 = TopicPartition("events", 0), TopicPartition("events", 1)
 
@@ -77,3 +77,11 @@ def test_revoked_partitions_are_forgotten() -> None:
     inflight.drop_partitions([TP0])
     assert list(inflight.tasks) == ["b"]
     assert TP0 not in inflight.commit_offsets()
+
+
+def test_only_events_of_celery_tasks_are_parsed_at_all() -> None:
+    assert mentions_celery_task(encode(launched("a")))
+    assert mentions_celery_task(encode(monitor("a", State.SUCCESS)))
+    kubernetes = make_event(TaskKey("d", "k", "r"), "watcher", State.SUCCESS, executor="kubernetes")
+    assert not mentions_celery_task(encode(kubernetes))
+    assert not mentions_celery_task(None)
