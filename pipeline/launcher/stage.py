@@ -220,9 +220,8 @@ class LauncherStage(runtime.Stage):
                 record = launches.decode_record(consumed.value)
                 if record is None:
                     continue
-                kept = self.ledger.apply(record)
-                if kept["status"] != LaunchStatus.LAUNCHING:
-                    freed = self.in_flight.finish(TaskKey.from_wire(kept["key"])) or freed
+                if self.ledger.apply(record) is not LaunchStatus.LAUNCHING:
+                    freed = self.in_flight.finish(TaskKey.from_wire(record["key"])) or freed
         if freed:
             self._room.set()
 
