@@ -164,6 +164,7 @@ async def task_detail(request: web.Request) -> web.Response:
         tries=tries[::-1],
         error=error,
         status=status,
+        page_url=request.path_qs,
         terminal=TERMINAL,
         try_url=lambda t, part="try": f"/task/{part}?" + urlencode(t["key"]),
         done=request.query.get("done"),
