@@ -40,6 +40,10 @@ def test_a_reader_polling_while_messages_are_written_gets_each_one_whole(tmp_pat
             except BaseException as exc:  # reported by the assertion below
                 failures.append(exc)
 
+    # Bound before either side runs: connections of one process share kombu's binding state,
+    # so the second would skip its bind and could publish before the first wrote the table.
+    with connection(tmp_path) as conn, conn.SimpleQueue("q"):
+        pass
     reader = threading.Thread(target=read)
     reader.start()
     with connection(tmp_path) as conn, conn.SimpleQueue("q") as queue:
