@@ -77,6 +77,7 @@ class Launch:
     pod: JsonObj
     retries: int = 0
     cancel: CancelInfo | None = None
+    recorded: bool = False  # its `launching` record was just written with its batch's
 
     @property
     def name(self) -> str:
@@ -233,16 +234,24 @@ class LauncherStage(runtime.Stage):
             raise RetryLater(f"launch ledger unreadable: {exc}") from None
         return self.ledger.status(key)
 
-    async def _record_launching(self, launch: Launch) -> None:
-        """Write-ahead: the try's `launching` record is acknowledged before its pod exists."""
-        record = launches.make_record(
-            launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name
-        )
+    async def _record_launching(self, batch: list[Launch]) -> None:
+        """Write-ahead for a fetched batch at once: one wait for the broker's acks, before
+        any of its pods is created and outside the creation slots, so the ledger's round trip
+        costs each launch once and never holds a slot. Tries the ledger already knows are
+        left to `_create`; when the write fails, each launch tries again on its own."""
+        fresh = [launch for launch in batch if self.ledger.status(launch.key) is None]
+        records = [
+            launches.make_record(launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name)
+            for launch in fresh
+        ]
         try:
-            await launches.write(self.producer, self.settings.topic.launches, [record])
+            await launches.write(self.producer, self.settings.topic.launches, records)
         except KafkaError as exc:
-            raise RetryLater(f"launch ledger unwritable: {exc}") from None
-        self.ledger.apply(record)
+            log.warning("launch ledger unwritable for a batch (%s); writing each again", exc)
+            return
+        for launch, record in zip(fresh, records, strict=True):
+            self.ledger.apply(record)
+            launch.recorded = True
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -260,11 +269,17 @@ class LauncherStage(runtime.Stage):
                 requests.resume(*paused)
             limit = min(cfg.creation_batch_size, room)
             batch = await requests.getmany(timeout_ms=200, max_records=limit)
-            for tp, records in batch.items():
-                for record in records:
-                    if (launch := self._take(tp, record)) is not None:
-                        await self._slots.acquire()
-                        self._spawn(self._attempts, self._attempt(launch))
+            taken = [
+                launch
+                for tp, records in batch.items()
+                for record in records
+                if (launch := self._take(tp, record)) is not None
+            ]
+            if taken:
+                await self._record_launching(taken)
+            for launch in taken:
+                await self._slots.acquire()
+                self._spawn(self._attempts, self._attempt(launch))
         while self._attempts:
             await asyncio.gather(*list(self._attempts))
 
@@ -460,6 +475,9 @@ class LauncherStage(runtime.Stage):
         ledger: the watcher writes `finished` before it deletes a pod, so a try with neither
         a pod nor `finished` never got its pod, and only then is it created.
         """
+        if launch.recorded:  # its batch wrote the record just now: nothing more to look up
+            launch.recorded = False  # a retry after a failed create must look again
+            return await self._create_new(launch)
         status = self.ledger.status(launch.key)
         if status is LaunchStatus.LAUNCHING:
             phase = await self.api.phase(launch.name)
@@ -474,13 +492,28 @@ class LauncherStage(runtime.Stage):
             log.info("try already %s; no pod created", status.value)
             return status
         if status is None:
-            await self._record_launching(launch)
+            await self._record_one(launch)
+        return await self._create_new(launch)
+
+    async def _create_new(self, launch: Launch) -> bool:
+        """POST the pod whose `launching` record stands: whether a pod of it is alive."""
         if await self.api.create(launch.pod):
             metrics.CREATES.labels("created").inc()
             return True
         metrics.CREATES.labels("exists").inc()
         phase = await self.api.phase(launch.name)
         return phase is not None and phase not in TERMINAL_PHASES
+
+    async def _record_one(self, launch: Launch) -> None:
+        """Write-ahead for one launch whose batch could not write it."""
+        record = launches.make_record(
+            launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name
+        )
+        try:
+            await launches.write(self.producer, self.settings.topic.launches, [record])
+        except KafkaError as exc:
+            raise RetryLater(f"launch ledger unwritable: {exc}") from None
+        self.ledger.apply(record)
 
     def _after_error(self, launch: Launch, exc: LaunchError) -> None:
         cfg = self.settings.launcher

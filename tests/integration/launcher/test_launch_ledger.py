@@ -72,6 +72,24 @@ async def test_a_request_again_after_its_pod_was_deleted_is_a_duplicate_not_a_se
     assert {e["event_id"] for e in again} == {e["event_id"] for e in first}, "same facts"
 
 
+async def test_a_request_twice_in_one_batch_is_one_pod_and_one_fact(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    """A batch writes its `launching` records at once: a try that comes twice in it (published
+    twice) still gets one pod, and both copies report the same `launched` fact."""
+    s = launcher_env()
+    key, other = TaskKey("ledger", "twice", "r1"), TaskKey("ledger", "once", "r1")
+    async with launcher_run(s) as stage:
+        await publish(s, [request(key), request(other), request(key)])
+        events = await read_events(s, 3)
+        assert len(stage.in_flight) == 2
+    names = sorted(p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1))
+    assert names == sorted([pods.pod_name(key), pods.pod_name(other)])
+    twice = [e for e in events if TaskKey.from_wire(e["key"]) == key]
+    assert [e["state"] for e in twice] == ["launched", "launched"]
+    assert twice[0]["event_id"] == twice[1]["event_id"]
+
+
 async def test_a_cancelled_try_is_never_launched(
     launcher_env: SetEnv, core_v1: client.CoreV1Api
 ) -> None:
