@@ -110,11 +110,13 @@ def state_key(key: TaskKeyDict) -> bytes:
 
 
 def rank(state: str) -> int:
-    return _RANK[State(state)]
+    # A StrEnum member hashes and compares as its value, so the plain string looks it up
+    # (a `State(state)` per call cost more than the rest of a fold step).
+    return _RANK[state]  # type: ignore[index]
 
 
 def is_terminal(state: str) -> bool:
-    return State(state) in TERMINAL_STATES
+    return state in TERMINAL_STATES
 
 
 def classify(current: TaskState | None, event: TaskEvent) -> Outcome:
@@ -196,13 +198,21 @@ def attach_log(
 def fit(state: TaskState, max_bytes: int) -> TaskState | None:
     """`state` as it may be written to the changelog: itself when it fits in `max_bytes`,
     else without its request and with a short history, else None (it cannot be kept)."""
-    if len(orjson.dumps(state)) <= max_bytes:
-        return state
+    kept = fit_encoded(state, max_bytes)
+    return kept[0] if kept is not None else None
+
+
+def fit_encoded(state: TaskState, max_bytes: int) -> tuple[TaskState, bytes] | None:
+    """`fit`, with the kept state's encoding (the changelog record), so it is encoded once."""
+    encoded = orjson.dumps(state)
+    if len(encoded) <= max_bytes:
+        return state, encoded
     trimmed: TaskState = {**state, "history": state["history"][-5:]}
     trimmed.pop("request", None)
     if "illegal_event_ids" in trimmed:
         trimmed["illegal_event_ids"] = trimmed["illegal_event_ids"][-5:]
-    return trimmed if len(orjson.dumps(trimmed)) <= max_bytes else None
+    encoded = orjson.dumps(trimmed)
+    return (trimmed, encoded) if len(encoded) <= max_bytes else None
 
 
 def new_state(key: TaskKeyDict, observed_at: str) -> TaskState:
@@ -219,7 +229,7 @@ def new_state(key: TaskKeyDict, observed_at: str) -> TaskState:
 def _apply(current: TaskState | None, event: TaskEvent, history_limit: int) -> TaskState:
     base = current if current is not None else new_state(event["key"], event["observed_at"])
     state: TaskState = {**base}
-    raw: dict[str, Any] = dict(event)
+    raw = cast(dict[str, Any], event)
     for name in _MERGED_FIELDS:
         if raw.get(name) is not None:
             state[name] = raw[name]  # type: ignore[literal-required]
@@ -249,9 +259,10 @@ def _count_illegal(current: TaskState, event: TaskEvent, history_limit: int) -> 
 
 
 def _seen(state: TaskState, event_id: str) -> bool:
-    return any(step["event_id"] == event_id for step in state["history"]) or (
-        event_id in state.get("illegal_event_ids", ())
-    )
+    for step in state["history"]:  # a plain loop: this runs for every event folded
+        if step["event_id"] == event_id:
+            return True
+    return event_id in state.get("illegal_event_ids", ())
 
 
 def _is_redrive(current: TaskState | None, event: TaskEvent) -> bool:

@@ -86,12 +86,16 @@ class Timeline:
         self.seconds: deque[Second] = deque()
 
     def record(self, before: TaskState | None, after: TaskState, now: float) -> None:
-        """Count what changed from `before` to `after` (an applied fold step)."""
+        """Count what changed from `before` to `after` (an applied fold step).
+
+        States are compared as strings (a `State` member equals its value): this runs for
+        every applied event, and converting to `State` cost as much as the fold step.
+        """
         second = self._second(int(now))
         if before is None:
             second.count("submitted")
-        old = State(before["state"]) if before else State.SUBMITTED
-        new = State(after["state"])
+        old = before["state"] if before else State.SUBMITTED
+        new = after["state"]
         if new == old:
             return
         if new in LAUNCHED_RANKS and old not in LAUNCHED_RANKS:
@@ -107,10 +111,14 @@ class Timeline:
         return [s.to_json() for s in self.seconds if s.at > since]
 
     def _latency(self, second: Second, name: str, state: TaskState) -> None:
-        start = submitted_at(state)
-        if start is None:
+        """Sample one latency; an odd timestamp only misses this sample."""
+        try:
+            start = submitted_at(state)
+            if start is None:
+                return
+            elapsed = (parse_time(state["updated_at"]) - start).total_seconds() * 1000
+        except ValueError:
             return
-        elapsed = (parse_time(state["updated_at"]) - start).total_seconds() * 1000
         second.sample(name, max(elapsed, 0.0))
 
     def _second(self, at: int) -> Second:
