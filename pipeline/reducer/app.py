@@ -1,12 +1,13 @@
-"""The reducer as a faust app: one agent folds the events topic into a Table of TaskStates.
+"""The reducer as a faust app: it folds the events topic into a Table of TaskStates.
 
+Records reach the fold a fetch at a time, not through a faust agent (see `transport`).
 The table's changelog is the compacted state topic, so a restarted or rebalanced worker
-recovers its partitions from it (to the fetch high-water, see `recovery`). The agent also
+recovers its partitions from it (to the fetch high-water, see `recovery`). The fold also
 reads the executor topics (the router's routed requests) to keep each task's request in its
 state for the stuck-queued sweeper, and the logs topic to index where each finished try's
 output lies (partition and offset in the state; the text stays on the topic). These topics
 are partitioned by the partition key and have the same partition count, so a task's events,
-requests, log and state share one partition, and faust writes each changelog record to the
+requests, log and state share one partition, and each changelog record goes to the
 partition of the event that caused it.
 
 Table keys are the *full* task key, try included: a higher try is its own record (its own
@@ -16,21 +17,21 @@ history, its own terminal state), while the partition key keeps every try on one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
 import prometheus_client
+from aiokafka.structs import ConsumerRecord, RecordMetadata
 from faust.tables.recovery import Recovery
-from faust.types import EventT, FutureMessage, StreamT
 
 from pipeline import logs
 from pipeline.config import Settings
@@ -50,21 +51,21 @@ from pipeline.reducer.fold import (
     TaskState,
     attach_log,
     attach_request,
-    fit,
+    fit_encoded,
     fold_event,
     state_key,
 )
 from pipeline.reducer.listing import Arrivals
 from pipeline.reducer.recovery import table_manager_for
 from pipeline.reducer.timeline import Timeline
-from pipeline.reducer.transport import transport_for
+from pipeline.reducer.transport import BatchFold, Records, transport_for
 from pipeline.tasklogs import decode_task_log
 
 log = logging.getLogger(__name__)
 
 TABLE = "task_state"
 BATCH_MAX = 1000
-BATCH_WITHIN_S = 0.05
+"""Records per fetch, so one batch's fold holds the event loop (API, timers) for tens of ms."""
 
 EVENTS = prometheus_client.Counter(
     "pipeline_reducer_events_total", "Events folded, by outcome.", ["outcome"]
@@ -98,13 +99,32 @@ class Throughput:
         return sum(count for _, count in self.buckets) / self.window_s
 
 
+@dataclass
+class Batch:
+    """What folding one fetch produced: the touched states and what is dead-lettered."""
+
+    now: float
+    touched: dict[bytes, tuple[int, TaskState, bytes]] = field(default_factory=dict)
+    """Per key: the changelog partition, the newest state and that state as written."""
+    letters: list[tuple[ConsumerRecord[bytes, bytes], InvalidMessage]] = field(default_factory=list)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+
+
 class Reducer:
-    """The faust app, its table and topics, built from the project's settings."""
+    """The faust app, its table and topics, built from the project's settings.
+
+    The source topics have no agent: faust subscribes to them and assigns their partitions
+    with the table's, and its consumer hands their records to `fold_batch` a fetch at a time
+    (see `transport`), so no record pays for faust's per-message stream machinery.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = settings.topic
-        self.app = faust_app(settings)
+        self.bulk_topics = frozenset(
+            (self.topics.events, self.topics.kubernetes, self.topics.celery, self.topics.logs)
+        )
+        self.app = faust_app(settings, bulk=self)
         partitions = settings.topic.partitions
         self.table = self.app.Table(
             TABLE,
@@ -121,14 +141,11 @@ class Reducer:
             ),
         )
         self.source = self.app.topic(
-            settings.topic.events,
-            settings.topic.kubernetes,
-            settings.topic.celery,
-            settings.topic.logs,
-            key_serializer="raw",
-            value_serializer="raw",
+            *sorted(self.bulk_topics), key_serializer="raw", value_serializer="raw"
         )
+        self.app.topics.add(self.source)
         self.max_bytes = settings.kafka.max_message_bytes
+        self.history_limit = settings.reducer.history_limit
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
         self.timeline = Timeline()
@@ -136,137 +153,155 @@ class Reducer:
 
         self.crashed: BaseException | None = None
 
-        async def fold_stream(stream: StreamT[bytes]) -> None:
-            assert isinstance(stream, faust.Stream)
-            try:
-                async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
-                    await self.fold_batch(batch)
-                    for event in batch:
-                        await stream.ack(event)
-            except Exception as exc:  # liveness must tell: a stopped agent folds nothing
-                self.crashed = exc
-                raise
+    async def fold_batch(self, records: Records) -> Awaitable[None]:
+        """Fold a fetch's records, then write each touched state once (one changelog record).
 
-        self.app.agent(self.source, name="reducer")(fold_stream)
-
-    async def fold_batch(self, events: Sequence[EventT[bytes]]) -> None:
-        """Fold a batch of records, then write each touched state once (one changelog record).
-
-        Returns once the broker has acknowledged every write, and the caller acks the batch
-        only then: no offset is committed ahead of the state it produced (faust's own flush
-        before a commit gives up on a slow buffer after 0.1 s, so it is not relied on).
+        Returns once the writes (and dead letters) are sent, with an awaitable that completes
+        when the broker has acknowledged them all: the consumer acks the batch's offsets
+        only then, so no offset is committed ahead of the state it produced, while the next
+        fetch is folded over the states already in the table.
         """
-        touched: dict[bytes, TaskState] = {}
-        partitions: dict[bytes, int] = {}
-        for event in events:
-            folded = await self.fold_one(event, touched)
-            if folded is None:
-                continue
-            key, state = folded
-            if (kept := fit(state, self.max_bytes)) is None:
-                error = InvalidMessage(ErrorCode.OVERSIZED, "its task state would not fit")
-                await self.dead_letter(event, error)
-                continue
-            touched[key] = kept
-            partitions[key] = event.message.partition
-        writes = [self.write(partitions[key], key, state) for key, state in touched.items()]
-        await asyncio.gather(*writes)
+        try:
+            batch = Batch(time.time())
+            for partition_records in records.values():
+                for record in partition_records:
+                    self.fold_one(record, batch)
+            sends = [await self.dead_letter(record, error) for record, error in batch.letters]
+            for key, (partition, state, value) in batch.touched.items():
+                sends.append(await self.write(partition, key, state, value))
+        except Exception as exc:  # liveness must tell: a stopped fold folds nothing
+            self.crashed = exc
+            raise
+        self.count(batch.outcomes)
+        return self.acknowledged(sends)
 
-    def write(self, partition: int, key: bytes, state: TaskState) -> FutureMessage:
+    async def acknowledged(self, sends: list[Awaitable[RecordMetadata]]) -> None:
+        try:
+            await asyncio.gather(*sends)
+        except Exception as exc:
+            self.crashed = exc
+            raise
+
+    async def write(
+        self, partition: int, key: bytes, state: TaskState, value: bytes
+    ) -> Awaitable[RecordMetadata]:
         """`table[key] = state`, to the changelog partition of the record that caused it.
 
-        Faust's own `__setitem__` takes the partition from the stream's current event,
-        which a batch no longer has; this is the same two steps with the partition given.
+        Faust's own `__setitem__` takes the partition from the stream's current event, and
+        queues each write in a per-key buffer; this is the same two steps, the write sent
+        as the already encoded `value` straight to the producer.
         """
-        sent = self.table.send_changelog(partition, key, state)
         self.table.data[key] = state
         self.arrivals.put(key, state)
-        return sent
+        return await self.app.producer.send(self.changelog, key, value, partition, None, None)
 
-    async def fold_one(
-        self, event: EventT[bytes], touched: dict[bytes, TaskState]
-    ) -> tuple[bytes, TaskState] | None:
+    @property
+    def changelog(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def fold_one(self, record: ConsumerRecord[bytes, bytes], batch: Batch) -> None:
         """Fold one record over the batch's view of its state.
 
         A bad event is dead-lettered, and so is one that trips a bug (a poison record is
         skipped, never re-read into a crash loop); a bad request is skipped, since the stage
         that consumes its topic dead-letters it.
         """
-        message = event.message
-        raw = message.value if isinstance(message.value, bytes) else None
-        limit = self.settings.reducer.history_limit
+        raw = record.value
+        limit = self.history_limit
         try:
-            if message.topic == self.topics.events:
+            if record.topic == self.topics.events:
                 task_event = decode_event(raw, max_bytes=self.max_bytes)
                 key = state_key(task_event["key"])
-                before = self.current(key, touched)
+                before = self.current(key, batch)
                 state, outcome = fold_event(before, task_event, limit)
-            elif message.topic == self.topics.logs:
-                record = decode_task_log(raw, max_bytes=self.max_bytes)
-                key = state_key(record["key"])
+            elif record.topic == self.topics.logs:
+                log_record = decode_task_log(raw, max_bytes=self.max_bytes)
+                key = state_key(log_record["key"])
                 ref: LogRef = {
-                    "partition": message.partition,
-                    "offset": message.offset,
-                    "bytes": len(record["text"]),
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "bytes": len(log_record["text"]),
                 }
-                before = self.current(key, touched)
-                state, outcome = attach_log(before, record["key"], ref, record["captured_at"])
+                before = self.current(key, batch)
+                state, outcome = attach_log(
+                    before, log_record["key"], ref, log_record["captured_at"]
+                )
             else:
                 try:
                     request = decode_request(raw, max_bytes=self.max_bytes)
                 except InvalidMessage:
                     EVENTS.labels("invalid_request").inc()
-                    return None
+                    return
                 key = state_key(request["key"])
-                before = self.current(key, touched)
+                before = self.current(key, batch)
                 state, outcome = attach_request(
                     before, request, limit, size=len(raw or b""), keep_bytes=self.max_bytes // 4
                 )
         except InvalidMessage as exc:
-            await self.dead_letter(event, exc)
-            return None
+            batch.letters.append((record, exc))
+            return
         except Exception as exc:
             log.exception("record dead-lettered after an internal error")
-            await self.dead_letter(event, InvalidMessage(ErrorCode.INTERNAL, repr(exc)))
-            return None
-        self.count(outcome, state)
-        if outcome is Outcome.APPLIED:
-            with contextlib.suppress(ValueError):  # an odd timestamp only misses a chart point
-                self.timeline.record(before, state, time.time())
-        return (key, state) if outcome in (Outcome.APPLIED, Outcome.ILLEGAL) else None
-
-    def current(self, key: bytes, touched: dict[bytes, TaskState]) -> TaskState | None:
-        return touched[key] if key in touched else self.table.get(key)
-
-    def count(self, outcome: Outcome, state: TaskState) -> None:
-        EVENTS.labels(outcome.value).inc()
-        self.outcomes[outcome.value] += 1
-        self.throughput.add()
+            batch.letters.append((record, InvalidMessage(ErrorCode.INTERNAL, repr(exc))))
+            return
+        batch.outcomes[outcome] += 1
         if outcome is Outcome.ILLEGAL:
-            ILLEGAL.inc()
-            with logs.bound(task=str(TaskKey.from_wire(state["key"]))):
-                log.warning(
-                    "illegal transition refused",
-                    extra={"state": state["state"], "refused": state["illegal_event_ids"][-1]},
-                )
+            self.refused(state)
+        elif outcome is Outcome.APPLIED:
+            self.timeline.record(before, state, batch.now)
+        else:
+            return
+        if (kept := fit_encoded(state, self.max_bytes)) is None:
+            error = InvalidMessage(ErrorCode.OVERSIZED, "its task state would not fit")
+            batch.letters.append((record, error))
+            return
+        batch.touched[key] = (record.partition, *kept)
 
-    async def dead_letter(self, event: EventT[bytes], error: InvalidMessage) -> None:
-        message = event.message
+    def current(self, key: bytes, batch: Batch) -> TaskState | None:
+        folded = batch.touched.get(key)
+        if folded is not None:
+            return folded[1]
+        store = self.table.data
+        if key not in store:  # a miss through the store's own `get` raises and catches
+            return None
+        state: TaskState = store[key]
+        return state
+
+    def count(self, outcomes: Counter[Outcome]) -> None:
+        """Count a batch's outcomes (the metrics, /stats and its throughput)."""
+        for outcome, n in outcomes.items():
+            EVENTS.labels(outcome.value).inc(n)
+            self.outcomes[outcome.value] += n
+        self.throughput.add(outcomes.total())
+
+    def refused(self, state: TaskState) -> None:
+        ILLEGAL.inc()
+        with logs.bound(task=str(TaskKey.from_wire(state["key"]))):
+            log.warning(
+                "illegal transition refused",
+                extra={"state": state["state"], "refused": state["illegal_event_ids"][-1]},
+            )
+
+    async def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: InvalidMessage
+    ) -> Awaitable[RecordMetadata]:
+        """Send `record` to the dead-letter topic; its batch is acked once this is, too."""
         letter = make_dead_letter(
-            message.value if isinstance(message.value, bytes) else None,
-            message.key if isinstance(message.key, bytes) else None,
+            record.value,
+            record.key,
             error,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            timestamp=int(message.timestamp * 1000) if message.timestamp else None,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
             stage="reducer",
             max_bytes=self.max_bytes,
         )
-        # Acknowledged before the offset can be committed: never dropped.
-        await self.publish(self.topics.dlq, message.key, encode(letter))
         DEAD_LETTERS.inc()
-        log.warning("dead-lettered record", extra={"topic": message.topic, "error": error.message})
+        log.warning("dead-lettered record", extra={"topic": record.topic, "error": error.message})
+        return await self.app.producer.send(
+            self.topics.dlq, record.key, encode(letter), None, None, None
+        )
 
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send one record and wait for the broker's acknowledgement."""
@@ -297,8 +332,9 @@ class Reducer:
         return self.arrivals
 
 
-def faust_app(settings: Settings) -> faust.App:
-    """A faust App configured from the project's settings (never from faust's own CLI/env)."""
+def faust_app(settings: Settings, bulk: BatchFold | None = None) -> faust.App:
+    """A faust App configured from the project's settings (never from faust's own CLI/env);
+    its consumer delivers the records of `bulk.bulk_topics` to `bulk` (see `transport`)."""
     reducer, kafka = settings.reducer, settings.kafka
     app_id = reducer.app_id or f"reducer-{settings.topic.state}"
     data_dir = reducer.data_dir or Path(tempfile.gettempdir()) / f"pipeline-{app_id}"
@@ -319,6 +355,7 @@ def faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic.replication_factor,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=BATCH_MAX,
         broker_session_timeout=group["session_timeout_ms"] / 1000,
         broker_heartbeat_interval=group["heartbeat_interval_ms"] / 1000,
         web_enabled=True,
@@ -329,7 +366,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_graph_enabled=False,
         TableManager=table_manager_for(kafka),
     )
-    app.transport = transport_for(kafka, app.conf.broker_consumer, app)
+    app.transport = transport_for(kafka, bulk, app.conf.broker_consumer, app)
     return app
 
 
