@@ -37,6 +37,9 @@ DEFAULT_N = 20_000
 PARTITIONS = 4
 PUBLISH_CHUNK = 2000
 PURE_SAMPLE = 100_000
+POLL_S = 0.02
+"""How often the subject's /stats is read: the timed span is a second or two, so its ends
+must be seen to within a few per cent."""
 LIFECYCLE = (State.QUEUED, State.LAUNCHED, State.RUNNING, State.SUCCESS)
 
 
@@ -114,7 +117,12 @@ def pure_fold(batch: list[TaskEvent], history_limit: int) -> float:
 async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
     """`pipeline run reducer` in a subprocess, timed between its 1st and N-th folded event."""
     port = free_port()
-    env = {**os.environ, **environment(settings), "PIPELINE_REDUCER_API_PORT": str(port)}
+    env = {
+        **os.environ,
+        **environment(settings),
+        "PIPELINE_REDUCER_API_PORT": str(port),
+        "PIPELINE_RUNTIME_HTTP_PORT": str(free_port()),  # its probes; not the shared default
+    }
     argv = [sys.executable, "-c", "from pipeline.cli import main; main()", "run", "reducer"]
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -132,7 +140,7 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
 
 async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) -> dict[str, float]:
     first: tuple[float, int] | None = None
-    deadline_s = 120 + n / 500  # generous: the worker folds a few thousand events/s
+    deadline_s = 120 + n / 500  # generous: the worker folds tens of thousands of events/s
     async with aiohttp.ClientSession() as session, asyncio.timeout(deadline_s):
         while True:
             try:
@@ -148,7 +156,7 @@ async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) ->
             if folded >= n and first is not None:
                 per_s = (folded - first[1]) / (now - first[0]) if now > first[0] else 0.0
                 return {"per_s": per_s, "timed_events": folded - first[1]}
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL_S)
 
 
 async def rebuild(settings: Settings) -> dict[str, float]:
