@@ -60,6 +60,7 @@ class Options:
     replicas: int = 1
     api_latency_ms: float = 0.0
     parallelism: int | None = None
+    partitions: int = 4
     drain_s: float = 10.0
     run_seconds: float = 0.05
 
@@ -303,6 +304,7 @@ def dev_options(options: Options) -> DevOptions:
     )
     faults = FaultConfig(latency_seconds=options.api_latency_ms / 1000)
     return DevOptions(
+        partitions=options.partitions,
         kube_mode="simulate",
         timings=Timings(run_seconds=options.run_seconds),
         faults=faults,
@@ -346,6 +348,7 @@ async def run(n: int | None = None, options: Options | None = None) -> BenchResu
             "replicas": options.replicas,
             "api_latency_ms": options.api_latency_ms,
             "parallelism": options.parallelism,
+            "partitions": options.partitions,
             "pod_run_seconds": options.run_seconds,
             "drain_s": options.drain_s,
             "kubelet": "simulate",

@@ -10,13 +10,17 @@ The launcher posts pre-built API dicts through the client's `call_api` rather th
 too (`raw_loop_per_s`): the launcher's cost beyond the HTTP exchange itself. All are timed from
 their first create call to the N-th pod created; rounds alternate and medians count. Launch
 latency (request published -> pod created) is measured apart, with requests published at
-half the measured rate, so it shows the path and not a backlog.
+half the measured rate, so it shows the path and not a backlog. The launcher runs with its
+shipped concurrency settings, and the baseline creates at the same concurrency;
+`--api-latency-ms` adds that much to every API call (the emulator's fault injection), which
+shows whether launch concurrency, rather than the API, is the ceiling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -48,8 +52,7 @@ from pipeline.sandbox.broker import free_port, tansu_broker
 from pipeline.sandbox.profile import sandbox_kafka
 
 DEFAULT_N = 2000
-CONCURRENCY = 16
-BATCH = 64
+CONCURRENCY = LauncherSettings().max_concurrent_creates
 ROUNDS = 3
 PARTITIONS = 4
 WARMUP = 32
@@ -127,15 +130,18 @@ def requests_for(tag: str, n: int) -> list[TaskRequest]:
 
 
 @contextlib.asynccontextmanager
-async def emulator_process(run_seconds: float = 3600) -> AsyncIterator[tuple[Path, int]]:
-    """`pipeline sandbox kube` in simulate mode (pods run `run_seconds`); yields its
-    kubeconfig and pid once it serves."""
+async def emulator_process(
+    run_seconds: float = 3600, latency_s: float = 0.0
+) -> AsyncIterator[tuple[Path, int]]:
+    """`pipeline sandbox kube` in simulate mode (pods run `run_seconds`, every call answered
+    `latency_s` late); yields its kubeconfig and pid once it serves."""
     with tempfile.TemporaryDirectory(prefix="bench-kube-") as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pipeline", "sandbox", "kube", "--port", str(free_port()),
             "--mode", "simulate", "--run-seconds", str(run_seconds),
             "--kubeconfig", str(kubeconfig),
+            "--faults", json.dumps({"latency_seconds": latency_s}),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             env=dict(os.environ),
         )  # fmt: skip
@@ -161,8 +167,6 @@ def bench_settings(bootstrap: str, kubeconfig: Path) -> Settings:
         topic=TopicSettings(**topics, partitions=PARTITIONS),
         kube=KubeSettings(config=kubeconfig),
         launcher=LauncherSettings(
-            creation_batch_size=BATCH,
-            max_concurrent_creates=CONCURRENCY,
             parallelism=1_000_000,  # nothing finishes here: measure creates, not backpressure
         ),
         runtime=RuntimeSettings(instance="bench"),
@@ -280,9 +284,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def run(n: int = DEFAULT_N) -> BenchResult:
+async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
     with tansu_broker() as broker:
-        async with emulator_process() as (kubeconfig, emulator_pid):
+        async with emulator_process(latency_s=api_latency_ms / 1000) as (kubeconfig, emulator_pid):
             settings = bench_settings(broker.bootstrap_servers, kubeconfig)
             await create_topics(settings.kafka, settings.topic)
             baseline: list[float] = []
@@ -309,7 +313,8 @@ async def run(n: int = DEFAULT_N) -> BenchResult:
         params={
             "n": n,
             "concurrency": CONCURRENCY,
-            "creation_batch_size": BATCH,
+            "creation_batch_size": settings.launcher.creation_batch_size,
+            "api_latency_ms": api_latency_ms,
             "partitions": PARTITIONS,
             "rounds": ROUNDS,
             "kubelet": "simulate",

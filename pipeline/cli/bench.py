@@ -15,7 +15,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from pipeline.bench import BenchResult, end_to_end
+from pipeline.bench import BenchResult, end_to_end, launcher
 from pipeline.bench.end_to_end import Options
 from pipeline.cli.common import CliError, console, run
 
@@ -94,6 +94,8 @@ def show_steps(result: BenchResult) -> None:
 def run_one(name: str, n: int | None, e2e: Options | None = None) -> BenchResult:
     if name == "e2e":  # -n there is tasks per offered rate; unset, the rate's duration decides
         return run(end_to_end.run(n, e2e))
+    if name == "launcher" and e2e is not None:
+        return run(launcher.run(n or launcher.DEFAULT_N, api_latency_ms=e2e.api_latency_ms))
     module = importlib.import_module(BENCHES[name])
     runner: Callable[[int], Coroutine[Any, Any, BenchResult]] = module.run
     return run(runner(n or module.DEFAULT_N))
@@ -130,11 +132,17 @@ def bench(
         int, typer.Option("--replicas", min=1, help="e2e: each stage N times.")
     ] = 1,
     api_latency_ms: Annotated[
-        float, typer.Option("--api-latency-ms", min=0, help="e2e: added to every Kubernetes call.")
+        float,
+        typer.Option(
+            "--api-latency-ms", min=0, help="e2e, launcher: added to every Kubernetes call."
+        ),
     ] = 0.0,
     parallelism: Annotated[
         int | None, typer.Option("--parallelism", min=1, help="e2e: the launcher's parallelism.")
     ] = None,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=1, help="e2e: partitions of every topic.")
+    ] = 4,
 ) -> None:
     """Run a benchmark: its baseline and the subject over the same work, then the ratio."""
     if name != "all" and name not in BENCHES:
@@ -149,6 +157,7 @@ def bench(
         replicas=replicas,
         api_latency_ms=api_latency_ms,
         parallelism=parallelism,
+        partitions=partitions,
     )
     names = (
         [b for b in BENCHES if b != "airflow" or airflow_installed()] if name == "all" else [name]
