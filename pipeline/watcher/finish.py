@@ -49,6 +49,8 @@ class CleanupPolicy:
 
 
 class Finisher:
+    """Finishes ended tries off the watch's path: `later` queues, `run` works the queue."""
+
     def __init__(
         self,
         producer: AIOKafkaProducer,
@@ -77,7 +79,7 @@ class Finisher:
         try:
             while (batch := await next_unless_stopped(self._queue, stop)) is not None:
                 await self._finish_queued(batch)
-            self._stopped = True
+            self._stopped = True  # from here `later` queues nothing: the last drain is final
             if not self._queue.empty():
                 await self._finish_queued([])
         finally:
