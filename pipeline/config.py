@@ -245,8 +245,15 @@ class RouterSettings(SettingsGroup):
 
 
 class LauncherSettings(SettingsGroup):
-    creation_batch_size: int = Field(16, ge=1, description="Pod creations started per cycle.")
-    max_concurrent_creates: int = Field(16, ge=1, description="Create calls in flight at once.")
+    creation_batch_size: int = Field(
+        64, ge=1, description="Pod creations undecided at once (and requests fetched per cycle)."
+    )
+    max_concurrent_creates: int = Field(
+        64,
+        ge=1,
+        description="Create calls in flight at once; this many divided by the API's latency "
+        "bounds the launcher's rate, so it is sized for a slow API.",
+    )
     parallelism: int = Field(128, ge=1, description="Launched-but-unfinished pods at most.")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts before failing.")
     pod_template_file: Path | None = None
