@@ -57,8 +57,9 @@ class KafkaSettings(SettingsGroup):
         ge=1,
         le=30_000,
         description="The same for consumers off the tasks' path, which only follow a topic "
-        "(the launcher's cancel and launch-ledger followers). On the sandbox broker every "
-        "consumer pays one fetch round trip per wait, idle or not, so these wait longer.",
+        "(the launcher's cancel and launch-ledger followers, the Celery monitor between its "
+        "polls). On the sandbox broker every consumer pays one fetch round trip per wait, "
+        "idle or not, so these wait longer.",
     )
     session_timeout_ms: int = Field(
         10_000,

@@ -131,9 +131,12 @@ class CeleryMonitor(Stage):
     async def run(self, stopping: asyncio.Event) -> None:
         kafka = self.settings.kafka
         self.producer = make_producer(kafka, self.name)
+        # A follower: what it learns from events waits for the next bulk poll anyway
+        # (`monitor_poll_interval_s`), so a longer fetch wait costs a task little latency
+        # and spares a reader of the busiest topic most of its fetches.
         consumer = make_consumer(
             kafka, group_id=self.celery.monitor_group_id, client_id=self.name,
-            session_timeout_ms=self.celery.session_timeout_ms,
+            session_timeout_ms=self.celery.session_timeout_ms, follower=True,
         )  # fmt: skip
         async with all_started(kafka, self.producer, consumer):
             consumer.subscribe([self.settings.topic.events], listener=_Rebalance(self))
