@@ -58,8 +58,8 @@ class KafkaSettings(SettingsGroup):
         le=30_000,
         description="The same for consumers off the tasks' path, which only follow a topic "
         "(the launcher's cancel and launch-ledger followers, the Celery monitor between its "
-        "polls). On the sandbox broker every consumer pays one fetch round trip per wait, "
-        "idle or not, so these wait longer.",
+        "polls, the reducer). On the sandbox broker every consumer pays one fetch round trip "
+        "per wait, idle or not, so these wait longer.",
     )
     session_timeout_ms: int = Field(
         10_000,

@@ -4,7 +4,11 @@ Fetch wait: faust's aiokafka driver builds its worker consumer with a fixed
 `fetch_max_wait_ms=1500` and no setting to change it. Real Kafka answers a fetch as soon as
 data is there, so the constant only costs idle time; the sandbox broker holds every fetch
 for the full wait, so there every event reached the reducer ~0.75 s late on average (and
-1.5 s at worst). The consumer takes `kafka.fetch_max_wait_ms` like every other consumer.
+1.5 s at worst). The consumer takes `kafka.follower_fetch_max_wait_ms`, as the other
+consumers off the tasks' path do: nothing a task waits for comes from the reducer (what it
+folds is read by people, the dashboard and Airflow's scheduler loop), while on the sandbox
+broker each reader's fetches of the busiest topics cost the broker CPU that every task
+pays for.
 
 Bulk delivery: faust hands every fetched record to its streams one at a time (a message
 object, a conductor callback, a channel queue, an event, a per-message ack); measured, that
@@ -59,7 +63,7 @@ def transport_for(
 ) -> faust_aiokafka.Transport:
     """Faust's aiokafka Transport (built from `args`) whose consumer waits as configured and
     delivers the records of `bulk.bulk_topics` to `bulk.fold_batch` (None: faust's own way)."""
-    wait_ms = kafka.fetch_max_wait_ms
+    wait_ms = kafka.follower_fetch_max_wait_ms
 
     class _Thread(faust_aiokafka.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:

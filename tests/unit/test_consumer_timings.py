@@ -42,10 +42,12 @@ async def test_every_consumer_takes_the_fetch_wait_and_group_members_the_session
 
 
 async def test_the_reducers_faust_consumer_takes_them_too() -> None:
-    """Faust hard-codes a 1500 ms fetch wait; the reducer's transport replaces it."""
+    """Faust hard-codes a 1500 ms fetch wait; the reducer's transport replaces it with the
+    follower wait (the reducer is off the tasks' path)."""
     kafka = sandbox_kafka("127.0.0.1:1")
+    assert kafka.follower_fetch_max_wait_ms != kafka.fetch_max_wait_ms
     app = faust_app(Settings(kafka=kafka))
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
-    assert consumer._fetch_max_wait_ms == kafka.fetch_max_wait_ms
+    assert consumer._fetch_max_wait_ms == kafka.follower_fetch_max_wait_ms
     assert consumer._session_timeout_ms == kafka.session_timeout_ms
     assert consumer._heartbeat_interval_ms == kafka.heartbeat_interval_ms
