@@ -303,6 +303,7 @@ async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
                     await settle(emulator_pid)
                     results.append(await arm(f"r{r}a{i}"))
             paced_rate = statistics.median(subject) / 2
+            await settle(emulator_pid)  # the last arm's pods still moving would be timed
             latencies = await launch_latency(settings, max(n // 4, 100), paced_rate)
     return BenchResult(
         name="launcher",
