@@ -235,23 +235,29 @@ class LauncherStage(runtime.Stage):
         return self.ledger.status(key)
 
     async def _record_launching(self, batch: list[Launch]) -> None:
-        """Write-ahead for a fetched batch at once: one wait for the broker's acks, before
-        any of its pods is created and outside the creation slots, so the ledger's round trip
-        costs each launch once and never holds a slot. Tries the ledger already knows are
-        left to `_create`; when the write fails, each launch tries again on its own."""
+        """Write-ahead: each try's `launching` record is acknowledged before its pod exists.
+
+        A fetched batch is written at once, with one wait for the broker's acks and outside
+        the creation slots, so the ledger's round trip costs each launch once and never holds
+        a slot. Tries the ledger already knows are left to `_create`; when the write fails,
+        each launch writes its own record there (or retries later)."""
         fresh = [launch for launch in batch if self.ledger.status(launch.key) is None]
-        records = [
-            launches.make_record(launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name)
-            for launch in fresh
-        ]
         try:
-            await launches.write(self.producer, self.settings.topic.launches, records)
+            await self._write_launching(fresh)
         except KafkaError as exc:
             log.warning("launch ledger unwritable for a batch (%s); writing each again", exc)
             return
-        for launch, record in zip(fresh, records, strict=True):
-            self.ledger.apply(record)
+        for launch in fresh:
             launch.recorded = True
+
+    async def _write_launching(self, batch: list[Launch]) -> None:
+        records = [
+            launches.make_record(launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name)
+            for launch in batch
+        ]
+        await launches.write(self.producer, self.settings.topic.launches, records)
+        for record in records:
+            self.ledger.apply(record)
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -492,7 +498,10 @@ class LauncherStage(runtime.Stage):
             log.info("try already %s; no pod created", status.value)
             return status
         if status is None:
-            await self._record_one(launch)
+            try:
+                await self._write_launching([launch])
+            except KafkaError as exc:
+                raise RetryLater(f"launch ledger unwritable: {exc}") from None
         return await self._create_new(launch)
 
     async def _create_new(self, launch: Launch) -> bool:
@@ -503,17 +512,6 @@ class LauncherStage(runtime.Stage):
         metrics.CREATES.labels("exists").inc()
         phase = await self.api.phase(launch.name)
         return phase is not None and phase not in TERMINAL_PHASES
-
-    async def _record_one(self, launch: Launch) -> None:
-        """Write-ahead for one launch whose batch could not write it."""
-        record = launches.make_record(
-            launch.key, LaunchStatus.LAUNCHING, SOURCE, pod_name=launch.name
-        )
-        try:
-            await launches.write(self.producer, self.settings.topic.launches, [record])
-        except KafkaError as exc:
-            raise RetryLater(f"launch ledger unwritable: {exc}") from None
-        self.ledger.apply(record)
 
     def _after_error(self, launch: Launch, exc: LaunchError) -> None:
         cfg = self.settings.launcher
