@@ -77,7 +77,7 @@ class Launch:
     pod: JsonObj
     retries: int = 0
     cancel: CancelInfo | None = None
-    recorded: bool = False  # its `launching` record was just written with its batch's
+    recorded: bool = False  # its batch wrote its `launching` record; no lookup before create
 
     @property
     def name(self) -> str:
