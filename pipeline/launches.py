@@ -94,19 +94,20 @@ class LaunchLedger:
 
     def apply(self, record: LaunchRecord) -> LaunchStatus:
         """Fold a record in; the try's status that stands after it."""
-        digest = _digest(TaskKey.from_wire(record["key"]))
+        digest = try_digest(TaskKey.from_wire(record["key"]))
         kept = standing(self._statuses.get(digest), LaunchStatus(record["status"]))
         self._statuses[digest] = kept
         return kept
 
     def status(self, key: TaskKey) -> LaunchStatus | None:
-        return self._statuses.get(_digest(key))
+        return self._statuses.get(try_digest(key))
 
     def __len__(self) -> int:
         return len(self._statuses)
 
 
-def _digest(key: TaskKey) -> bytes:
+def try_digest(key: TaskKey) -> bytes:
+    """16 bytes that stand for a try in a memory kept per try (a key object costs ~0.5 kB)."""
     return hashlib.blake2b(full_key(key), digest_size=16).digest()
 
 

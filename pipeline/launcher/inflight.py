@@ -16,27 +16,30 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.launches import try_digest
 from pipeline.messages import TERMINAL_STATES, InvalidMessage, TaskKey, decode_event
 
 log = logging.getLogger(__name__)
 
 
 class InFlight:
-    """Keys of unfinished pods, plus recently finished keys so a late add cannot revive one."""
+    """Keys of unfinished pods, plus recently finished tries so a late add cannot revive one
+    (their digests: the window is what a long-running launcher keeps per finished try)."""
 
     def __init__(self, remember: int = 100_000) -> None:
         self._keys: set[TaskKey] = set()
-        self._finished: OrderedDict[TaskKey, None] = OrderedDict()
+        self._finished: OrderedDict[bytes, None] = OrderedDict()
         self._remember = remember
 
     def add(self, key: TaskKey) -> None:
-        if key not in self._finished:
+        if try_digest(key) not in self._finished:
             self._keys.add(key)
 
     def finish(self, key: TaskKey) -> bool:
         """Forget `key` as in flight; True when it was counted."""
-        self._finished[key] = None
-        self._finished.move_to_end(key)
+        digest = try_digest(key)
+        self._finished[digest] = None
+        self._finished.move_to_end(digest)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
         if key in self._keys:
