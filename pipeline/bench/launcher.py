@@ -13,7 +13,9 @@ latency (request published -> pod created) is measured apart, with requests publ
 half the measured rate, so it shows the path and not a backlog. The launcher runs with its
 shipped concurrency settings, and the baseline creates at the same concurrency;
 `--api-latency-ms` adds that much to every API call (the emulator's fault injection), which
-shows whether launch concurrency, rather than the API, is the ceiling.
+shows whether launch concurrency, rather than the API, is the ceiling. `--replicas N` adds two
+arms, N launcher processes in one consumer group against one, both as separate processes
+timed the same way: how far the launcher scales out (`replica_scaling`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableSequence
+from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -212,11 +217,13 @@ async def publish(settings: Settings, topic: str, requests: list[TaskRequest]) -
 
 
 def round_settings(settings: Settings) -> Settings:
-    """A fresh requests topic and consumer group, so a round reads only its own requests."""
+    """A fresh requests topic, consumer group and namespace, so a round reads only its own
+    requests and a starting launcher lists only its own pods (not every earlier arm's)."""
     tag = uuid.uuid4().hex[:8]
     topic = settings.topic.model_copy(update={"kubernetes": f"bench.kubernetes.{tag}"})
     group = settings.launcher.model_copy(update={"group_id": f"bench-launcher-{tag}"})
-    return settings.model_copy(update={"topic": topic, "launcher": group})
+    kube = settings.kube.model_copy(update={"namespace": f"bench-{tag}"})
+    return settings.model_copy(update={"topic": topic, "launcher": group, "kube": kube})
 
 
 async def launcher_creates(settings: Settings, tag: str, n: int) -> float:
@@ -229,6 +236,84 @@ async def launcher_creates(settings: Settings, tag: str, n: int) -> float:
     async with runtime.running(LauncherStage(settings, api=api)):
         await asyncio.wait_for(api.meter.done.wait(), 600)
     return api.meter.per_s
+
+
+@dataclass(frozen=True)
+class ReplicaRun:
+    """One drain by launcher processes: the pods/s of all together, and each one's share."""
+
+    per_s: float
+    created: list[int]
+
+
+async def replica_creates(settings: Settings, tag: str, n: int, replicas: int) -> ReplicaRun:
+    """N requests drained by `replicas` launcher processes in one consumer group.
+
+    The requests are published only once every replica holds its partitions, so no run pays
+    for a rebalance; timed from the first create of any replica to the N-th pod of all.
+    """
+    settings = round_settings(settings)
+    await create_topics(settings.kafka, settings.topic)
+    spawn = multiprocessing.get_context("spawn")  # never fork a process with threads and a loop
+    counts = spawn.Array("q", replicas, lock=False)
+    pipes = [spawn.Pipe() for _ in range(replicas)]
+    processes = [
+        spawn.Process(target=_replica, args=(settings, i, counts, child), daemon=True)
+        for i, (_, child) in enumerate(pipes)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for parent, _ in pipes:
+            await _receive(parent, 120)  # "ready"
+        await publish(settings, settings.topic.kubernetes, requests_for(tag, n))
+        async with asyncio.timeout(600):
+            while sum(counts) < n:  # noqa: ASYNC110 - counters of other processes
+                await asyncio.sleep(0.05)
+        for parent, _ in pipes:
+            parent.send("stop")
+        reports: list[tuple[float | None, dict[str, float]]] = [
+            await _receive(parent, 120) for parent, _ in pipes
+        ]
+    finally:
+        for process in processes:
+            await asyncio.to_thread(process.join, 30)
+            if process.is_alive():
+                process.kill()
+    first = min(began for began, _ in reports if began is not None)
+    last = max(max(created.values()) for _, created in reports if created)
+    return ReplicaRun(n / (last - first), [len(created) for _, created in reports])
+
+
+async def _receive(conn: Connection, timeout_s: float) -> Any:
+    if not await asyncio.to_thread(conn.poll, timeout_s):
+        raise TimeoutError(f"a launcher replica said nothing for {timeout_s:g}s")
+    return conn.recv()
+
+
+def _replica(
+    settings: Settings, index: int, counts: MutableSequence[int], conn: Connection
+) -> None:
+    """A launcher replica's process: see `_serve_replica`."""
+    asyncio.run(_serve_replica(settings, index, counts, conn))
+
+
+async def _serve_replica(
+    settings: Settings, index: int, counts: MutableSequence[int], conn: Connection
+) -> None:
+    """Run a launcher stage; say "ready" once it holds partitions, keep `counts[index]` at
+    the pods created until told to stop, then send when creates began and each pod's time."""
+    api = await timed_api(settings)
+    meter = api.meter = CreateMeter(sys.maxsize)
+    async with runtime.running(LauncherStage(settings, api=api)) as stage:
+        while not stage.ready:  # noqa: ASYNC110 - a flag the stage sets, not an event
+            await asyncio.sleep(0.02)
+        conn.send("ready")
+        stop = asyncio.ensure_future(asyncio.to_thread(conn.recv))
+        while not stop.done():
+            counts[index] = len(meter.created_at)
+            await asyncio.wait([stop], timeout=0.05)
+    conn.send((meter.first, meter.created_at))
 
 
 async def launch_latency(settings: Settings, n: int, rate: float) -> list[float]:
@@ -284,7 +369,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
+async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0, replicas: int = 1) -> BenchResult:
     with tansu_broker() as broker:
         async with emulator_process(latency_s=api_latency_ms / 1000) as (kubeconfig, emulator_pid):
             settings = bench_settings(broker.bootstrap_servers, kubeconfig)
@@ -292,11 +377,26 @@ async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
             baseline: list[float] = []
             subject: list[float] = []
             raw: list[float] = []
+            one: list[float] = []
+            many: list[float] = []
+            shares: list[list[int]] = []
+
+            async def processes(tag: str, count: int) -> float:
+                drained = await replica_creates(settings, tag, n, count)
+                if count == replicas:
+                    shares.append(drained.created)
+                return drained.per_s
+
             arms: list[tuple[list[float], Callable[[str], Awaitable[float]]]] = [
                 (baseline, partial(bare_creates, settings, n=n)),
                 (subject, partial(launcher_creates, settings, n=n)),
                 (raw, partial(bare_creates, settings, n=n, kind=TimedPodApi)),
             ]
+            if replicas > 1:
+                arms += [
+                    (one, partial(processes, count=1)),
+                    (many, partial(processes, count=replicas)),
+                ]
             for r in range(ROUNDS):  # the order rotates, so no arm always comes first
                 for i in range(len(arms)):
                     results, arm = arms[(r + i) % len(arms)]
@@ -305,6 +405,16 @@ async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
             paced_rate = statistics.median(subject) / 2
             await settle(emulator_pid)  # the last arm's pods still moving would be timed
             latencies = await launch_latency(settings, max(n // 4, 100), paced_rate)
+    scaling = {}
+    if replicas > 1:
+        scaling = {
+            "one_process_per_s": round(statistics.median(one)),
+            "replicas_per_s": round(statistics.median(many)),
+            "rounds_one_process_per_s": [round(x) for x in one],
+            "rounds_replicas_per_s": [round(x) for x in many],
+            "replica_scaling": round(statistics.median(many) / statistics.median(one), 3),
+            "pods_per_replica": shares,
+        }
     return BenchResult(
         name="launcher",
         baseline=f"bare create_namespaced_pod loop, {CONCURRENCY} in flight",
@@ -316,6 +426,7 @@ async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
             "concurrency": CONCURRENCY,
             "creation_batch_size": settings.launcher.creation_batch_size,
             "api_latency_ms": api_latency_ms,
+            "replicas": replicas,
             "partitions": PARTITIONS,
             "rounds": ROUNDS,
             "kubelet": "simulate",
@@ -329,5 +440,6 @@ async def run(n: int = DEFAULT_N, api_latency_ms: float = 0.0) -> BenchResult:
             "latency_rate_per_s": round(paced_rate),
             "latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+            **scaling,
         },
     )

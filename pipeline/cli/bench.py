@@ -91,11 +91,18 @@ def show_steps(result: BenchResult) -> None:
         console.print(f"{step['offered_per_s']:g}/s CPU ms/task: {cpu}", highlight=False)
 
 
-def run_one(name: str, n: int | None, e2e: Options | None = None) -> BenchResult:
+def run_one(name: str, n: int | None, options: Options | None = None) -> BenchResult:
+    """One benchmark; `options` carries the setup flags of those that take them."""
     if name == "e2e":  # -n there is tasks per offered rate; unset, the rate's duration decides
-        return run(end_to_end.run(n, e2e))
-    if name == "launcher" and e2e is not None:
-        return run(launcher.run(n or launcher.DEFAULT_N, api_latency_ms=e2e.api_latency_ms))
+        return run(end_to_end.run(n, options))
+    if name == "launcher" and options is not None:
+        return run(
+            launcher.run(
+                n or launcher.DEFAULT_N,
+                api_latency_ms=options.api_latency_ms,
+                replicas=options.replicas,
+            )
+        )
     module = importlib.import_module(BENCHES[name])
     runner: Callable[[int], Coroutine[Any, Any, BenchResult]] = module.run
     return run(runner(n or module.DEFAULT_N))
@@ -129,7 +136,12 @@ def bench(
         str, typer.Option("--executor", help="e2e: kubernetes, celery or mixed.")
     ] = "kubernetes",
     replicas: Annotated[
-        int, typer.Option("--replicas", min=1, help="e2e: each stage N times.")
+        int,
+        typer.Option(
+            "--replicas",
+            min=1,
+            help="e2e: each stage N times; launcher: N launcher processes against one.",
+        ),
     ] = 1,
     api_latency_ms: Annotated[
         float,
@@ -150,7 +162,7 @@ def bench(
         raise CliError(f"unknown benchmark {name!r}; choose one of: {known}, all")
     if executor not in ("kubernetes", "celery", "mixed"):
         raise CliError(f"unknown executor {executor!r}; choose kubernetes, celery or mixed")
-    e2e = end_to_end.Options(
+    options = end_to_end.Options(
         rates=rates or end_to_end.LADDER,
         duration_s=duration_s,
         executor=executor,  # type: ignore[arg-type]
@@ -164,7 +176,7 @@ def bench(
     )
     if names == ["airflow"] and not airflow_installed():
         raise CliError("the airflow benchmark needs the airflow extra: pip install '.[airflow]'")
-    results = [run_one(each, n, e2e) for each in names]
+    results = [run_one(each, n, options) for each in names]
     if name == "all" and report_path is None:
         report_path = Path("bench-report.json")
     if report_path is not None:
