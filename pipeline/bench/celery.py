@@ -5,8 +5,9 @@ task and the same no-op command (`true`), so the worker's cost is common to both
 ratio is what the pipeline adds: Kafka in and out, dispatch records, bulk state polling.
 The baseline sends N tasks in a loop and waits for every result; the subject is timed from
 the dispatcher's first batch of N pre-published requests until the monitor's N-th terminal
-event was read back. A sandbox broker and a Redis db of its own (on the local Redis) are
-used and cleaned up.
+event was read back. The arms alternate over three rounds (each subject round on topics and
+consumer groups of its own) and the medians count. A sandbox broker and a Redis db of its own
+(on the local Redis) are used and cleaned up.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -35,6 +37,7 @@ from pipeline.sandbox.broker import tansu_broker
 from pipeline.sandbox.profile import sandbox_env
 
 DEFAULT_N = 500
+ROUNDS = 3
 REDIS = "redis://127.0.0.1:6379"
 CONCURRENCY = 2
 POLL_INTERVAL_S = 0.2
@@ -179,27 +182,60 @@ async def _terminal_events(settings: Settings, n: int) -> float:
     return time.perf_counter()
 
 
+def round_settings(settings: Settings) -> Settings:
+    """Topics and consumer groups of a round's own, so it reads only its requests and events."""
+    tag = uuid.uuid4().hex[:8]
+    topic = settings.topic.model_copy(
+        update={role: f"bench.{role}.{tag}" for role in ("celery", "events", "dlq")}
+    )
+    celery = settings.celery.model_copy(
+        update={
+            "dispatcher_group_id": f"bench-dispatcher-{tag}",
+            "monitor_group_id": f"bench-monitor-{tag}",
+        }
+    )
+    return settings.model_copy(update={"topic": topic, "celery": celery})
+
+
 async def run(n: int) -> BenchResult:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
+    baseline: list[float] = []
+    subject: list[float] = []
     with tansu_broker() as broker, redis_db() as db:
         env = bench_env(broker.bootstrap_servers, db, queue)
         settings = Settings(**_nested(env))
-        await create_topics(settings.kafka, settings.topic)
+
+        async def pipeline_round() -> float:
+            fresh = round_settings(settings)
+            await create_topics(fresh.kafka, fresh.topic)
+            return await pipeline_path(fresh, queue, n)
+
+        arms: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
+            (baseline, lambda: asyncio.to_thread(bare_send_loop, settings, queue, n)),
+            (subject, pipeline_round),
+        ]
         with worker(env, settings):
-            baseline = await asyncio.to_thread(bare_send_loop, settings, queue, n)
-            subject = await pipeline_path(settings, queue, n)
+            for r in range(ROUNDS):  # the order alternates, so neither arm always goes first
+                for i in range(len(arms)):
+                    results, arm = arms[(r + i) % len(arms)]
+                    results.append(await arm())
     return BenchResult(
         name="celery",
         baseline="bare send_task loop + results",
         subject="dispatcher + monitor",
-        baseline_per_s=baseline,
-        subject_per_s=subject,
+        baseline_per_s=statistics.median(baseline),
+        subject_per_s=statistics.median(subject),
         params={
             "n": n,
+            "rounds": ROUNDS,
             "worker_concurrency": CONCURRENCY,
             "command": COMMAND,
             "monitor_poll_interval_s": POLL_INTERVAL_S,
             "dispatch_concurrency": settings.celery.dispatch_concurrency,
+        },
+        extra={
+            "rounds_baseline_per_s": [round(x, 1) for x in baseline],
+            "rounds_subject_per_s": [round(x, 1) for x in subject],
         },
     )
 
