@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 from hypothesis import given
@@ -30,6 +31,7 @@ from pipeline.reducer.fold import (
     attach_request,
     fold_event,
     rank,
+    state_key,
 )
 from pipeline.routing import RouteTable, Source, route
 
@@ -299,3 +301,15 @@ def test_log_index_keeps_the_newest_record_of_a_try() -> None:
     assert attach_log(indexed, KEY.to_wire(), first, "x")[1] is Outcome.STALE
     assert indexed["state"] == "success" and indexed["log"] == newer
     validate(Kind.TASK_STATE, indexed)
+
+
+def test_a_kept_state_key_costs_memory_in_proportion_to_its_length() -> None:
+    """The table keeps a key per try for good: ~60 bytes of key must not hold kilobytes."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keys = [state_key(TaskKey("dag", "task", f"run-{i}").to_wire()) for i in range(2_000)]
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / len(keys)
+    finally:
+        tracemalloc.stop()
+    assert per_key < 4 * max(len(key) for key in keys)
