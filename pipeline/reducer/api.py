@@ -80,10 +80,8 @@ def register(reducer: Reducer) -> None:
         except SameNode:
             pass
         prefix = task_prefix(owner.dag_id, owner.task_id, owner.run_id, map_index)
-        found = sorted(
-            (s for k, s in reducer.table.items() if k.startswith(prefix) and s is not None),
-            key=lambda s: s["key"]["try_number"],
-        )
+        tries = (reducer.state_of(k) for k in list(reducer.store.data) if k.startswith(prefix))
+        found = sorted((s for s in tries if s is not None), key=lambda s: s["key"]["try_number"])
         if try_number is not None:
             found = [s for s in found if s["key"]["try_number"] == try_number]
         if not found:

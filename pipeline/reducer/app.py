@@ -57,6 +57,7 @@ from pipeline.reducer.fold import (
 )
 from pipeline.reducer.listing import Arrivals
 from pipeline.reducer.recovery import table_manager_for
+from pipeline.reducer.store import EncodedStore
 from pipeline.reducer.timeline import Timeline
 from pipeline.reducer.transport import BatchFold, Records, transport_for
 from pipeline.tasklogs import decode_task_log
@@ -149,7 +150,7 @@ class Reducer:
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
         self.timeline = Timeline()
-        self.arrivals = Arrivals()
+        self.arrivals = Arrivals(self.state_of)
 
         self.crashed: BaseException | None = None
 
@@ -197,7 +198,7 @@ class Reducer:
         queues each write in a per-key buffer; this is the same two steps, the write sent
         as the already encoded `value` straight to the producer.
         """
-        self.table.data[key] = state
+        self.store.put_encoded(key, value)
         self.arrivals.put(key, state)
         return await self.app.producer.send(self.changelog, key, value, partition, None, None)
 
@@ -263,15 +264,20 @@ class Reducer:
             return
         batch.touched[key] = (record.partition, *kept)
 
+    @property
+    def store(self) -> EncodedStore:
+        store = self.table.data
+        assert isinstance(store, EncodedStore)  # faust_app configures `encoded://`
+        return store
+
     def current(self, key: bytes, batch: Batch) -> TaskState | None:
         folded = batch.touched.get(key)
         if folded is not None:
             return folded[1]
-        store = self.table.data
-        if key not in store:  # a miss through the store's own `get` raises and catches
+        states = self.store.data
+        if key not in states:  # a miss through the store's own `get` raises and catches
             return None
-        state: TaskState = store[key]
-        return state
+        return states[key]
 
     def count(self, outcomes: Counter[Outcome]) -> None:
         """Count a batch's outcomes (the metrics, /stats and its throughput)."""
@@ -326,9 +332,14 @@ class Reducer:
             return False, f"fold agent stopped: {self.crashed!r}"[:500]
         return True, "recovering" if self.app.in_recovery else "ok"
 
-    def states(self) -> list[TaskState]:
-        """Every state held by this replica (its assigned partitions)."""
-        return [value for value in self.table.values() if value is not None]
+    def state_of(self, key: bytes) -> TaskState | None:
+        """The state this replica holds under `key`, if any (decoded afresh)."""
+        return self.store.data.get(key)
+
+    def states_in(self, state: str) -> list[TaskState]:
+        """This replica's states that are in `state`, found by their counts' cells."""
+        found = (self.state_of(key) for key in self.newest().keys_in(state))
+        return [s for s in found if s is not None]
 
     def newest(self) -> Arrivals:
         """The states by arrival, rebuilt first if recovery or a rebalance changed the table."""
@@ -354,7 +365,7 @@ def faust_app(settings: Settings, bulk: BatchFold | None = None) -> faust.App:
         broker_credentials=_credentials(settings),
         producer_acks=-1,
         producer_linger=kafka.linger_ms / 1000,
-        store="memory://",
+        store="encoded://",  # pipeline.reducer.store: states kept as their JSON
         datadir=str(data_dir),
         autodiscover=False,
         topic_partitions=settings.topic.partitions,

@@ -87,7 +87,7 @@ def register(reducer: Reducer) -> None:
             reason, requested_by = await cancel_body(request)
         except (ValueError, orjson.JSONDecodeError) as exc:
             return json_answer({"error": f"bad request body: {exc}"}, 400)
-        state = reducer.table.get(state_key(key.to_wire()))
+        state = reducer.state_of(state_key(key.to_wire()))
         if state is None:
             return json_answer({"error": f"unknown task {key}"}, 404)
         if is_terminal(state["state"]):

@@ -33,6 +33,7 @@ from pipeline.messages import (
     TaskKey,
     TaskKeyDict,
     TaskRequest,
+    right_sized,
 )
 from pipeline.routing import queued_event
 
@@ -104,14 +105,11 @@ class TaskState(TypedDict):
 
 def state_key(key: TaskKeyDict) -> bytes:
     """The state topic's key: the full task key, try included, since each try is a record.
-
-    Copied to a right-sized object: the table keeps one per try for good, and orjson leaves
-    its output in a buffer of at least 4 kB (orjson >= 3.12), which held ~4 kB a try.
-    """
+    Right-sized, since the table keeps one per try for good."""
     encoded = orjson.dumps(
         [key["dag_id"], key["task_id"], key["run_id"], key["map_index"], key["try_number"]]
     )
-    return bytes(memoryview(encoded))
+    return right_sized(encoded)
 
 
 def rank(state: str) -> int:

@@ -1,16 +1,19 @@
 """Task listings, newest first, a page at a time, without sorting the table on every request.
 
-`Arrivals` keeps this replica's states in the order they first arrived (a dict keeps its
-insertion order, and updating a key keeps its place), so "newest first" is a reverse walk
-that stops once a page is full: a first page costs about `limit` steps whatever the table
-holds, and page N costs the states before it. Only a filter matching few states walks far.
-After a recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
+`Arrivals` keeps this replica's task keys in the order they first arrived (a dict keeps its
+insertion order, and updating a key keeps its place), each with the `executor:state` cell it
+is counted under, so "newest first" is a reverse walk that stops once a page is full: a
+first page costs about `limit` steps whatever the table holds, and page N costs the states
+before it. States are read from the table (`lookup`) only for the keys a walk reaches, and
+a filter on state or executor skips the others by their cell without reading them. After a
+recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -70,27 +73,31 @@ class TaskQuery:
 
 
 def cell(state: TaskState) -> str:
-    """The `executor:state` a state is counted under."""
-    return f"{state.get('executor', 'none')}:{state['state']}"
+    """The `executor:state` a state is counted under (one shared string per cell)."""
+    return sys.intern(f"{state.get('executor', 'none')}:{state['state']}")
+
+
+Lookup = Callable[[bytes], TaskState | None]
 
 
 class Arrivals:
-    """This replica's states by first arrival, and their counts by executor and state.
+    """This replica's task keys by first arrival, and their counts by executor and state.
 
     `put` on every write keeps both current, so neither a listing nor the counts scan.
     """
 
-    def __init__(self) -> None:
-        self.states: dict[bytes, TaskState] = {}
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.cell_of: dict[bytes, str] = {}
         self.cells: Counter[str] = Counter()
         self.stale = True
 
     def put(self, key: bytes, state: TaskState) -> None:
-        old = self.states.get(key)
+        old = self.cell_of.get(key)
         if old is not None:
-            self.cells[cell(old)] -= 1
-        self.cells[cell(state)] += 1
-        self.states[key] = state
+            self.cells[old] -= 1
+        new = self.cell_of[key] = cell(state)
+        self.cells[new] += 1
 
     def summary(self) -> dict[str, Any]:
         """The `/stats` counts: tasks, by state, by executor, and by `executor:state`."""
@@ -102,7 +109,7 @@ class Arrivals:
                 by_state[state] += count
                 by_executor[executor] += count
         return {
-            "tasks": len(self.states),
+            "tasks": len(self.cell_of),
             "by_state": dict(by_state),
             "by_executor": dict(by_executor),
             "by_executor_state": {name: n for name, n in self.cells.items() if n},
@@ -110,22 +117,38 @@ class Arrivals:
 
     def sync(self, table: Iterable[tuple[bytes, TaskState | None]], size: int) -> None:
         """Rebuild from the table when it changed under us (recovery, rebalance)."""
-        if not self.stale and len(self.states) == size:
+        if not self.stale and len(self.cell_of) == size:
             return
         held = [(k, s) for k, s in table if s is not None]
         held.sort(key=lambda item: item[1].get("first_seen") or item[1]["updated_at"])
-        self.states = dict(held)
-        self.cells = Counter(cell(s) for _, s in held)
+        self.cell_of = {k: cell(s) for k, s in held}
+        self.cells = Counter(self.cell_of.values())
         self.stale = False
 
-    def newest_first(self) -> Iterator[TaskState]:
-        return reversed(self.states.values())
+    def keys_in(self, state: str) -> list[bytes]:
+        """The keys whose state is `state`, read from their cells alone."""
+        return [key for key, name in self.cell_of.items() if name.endswith(f":{state}")]
+
+    def newest_first(self, query: TaskQuery | None = None) -> Iterator[TaskState]:
+        """States newest first; with a query, only keys whose cell can match are read."""
+        wanted = dict(query.exact) if query is not None else {}
+        executor, state = wanted.get("executor"), wanted.get("state")
+        for key in reversed(self.cell_of):
+            if executor is not None or state is not None:
+                cell_executor, cell_state = self.cell_of[key].split(":", 1)
+                if state is not None and cell_state != state:
+                    continue
+                if executor is not None and cell_executor not in ("none", executor):
+                    continue  # ("none": no executor, which `matches` judges)
+            found = self.lookup(key)
+            if found is not None:
+                yield found
 
     def page(self, query: TaskQuery, offset: int, limit: int) -> tuple[list[TaskState], bool]:
         """States `offset`..`offset + limit` of the matches, and whether more match."""
         found: list[TaskState] = []
         skipped = 0
-        for state in self.newest_first():
+        for state in self.newest_first(query):
             if not query.matches(state):
                 continue
             if skipped < offset:

@@ -130,7 +130,7 @@ def register(reducer: Reducer) -> None:
     sources = LogSources(reducer)
 
     def current(key: TaskKey) -> TaskState | None:
-        found: TaskState | None = reducer.table.get(state_key(key.to_wire()))
+        found: TaskState | None = reducer.state_of(state_key(key.to_wire()))
         return found
 
     async def stored_text(state: TaskState, lines: int | None) -> str | None:

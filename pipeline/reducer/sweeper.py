@@ -99,7 +99,8 @@ async def sweep(reducer: Reducer) -> int:
     """
     if reducer.app.rebalancing or reducer.app.in_recovery:
         return 0
-    actions = stuck(reducer.states(), datetime.now(UTC), reducer.settings.reducer.queued_timeout_s)
+    queued = reducer.states_in(State.QUEUED)
+    actions = stuck(queued, datetime.now(UTC), reducer.settings.reducer.queued_timeout_s)
     for action in actions:
         await apply(reducer, action)
     return len(actions)

@@ -22,10 +22,13 @@ def state_of(n: int, state: State = State.QUEUED, executor: str = "celery") -> T
     return folded
 
 
-def filled(count: int) -> Arrivals:
-    arrivals = Arrivals()
+def filled(count: int, table: dict[bytes, TaskState] | None = None) -> Arrivals:
+    """Arrivals of `count` states, read from `table` (filled here) as from the store."""
+    table = {} if table is None else table
+    arrivals = Arrivals(table.get)
     for n in range(count):
         state = state_of(n)
+        table[state_key(state["key"])] = state
         arrivals.put(state_key(state["key"]), state)
     arrivals.stale = False
     return arrivals
@@ -44,9 +47,11 @@ def test_pages_walk_newest_first_and_say_whether_more_match() -> None:
 
 
 def test_an_update_keeps_a_task_in_its_place_and_moves_its_count() -> None:
-    arrivals = filled(3)
+    table: dict[bytes, TaskState] = {}
+    arrivals = filled(3, table)
     old = state_of(0)
     done, _ = fold_event(old, make_event(TaskKey.from_wire(old["key"]), "w", State.SUCCESS), 10)
+    table[state_key(done["key"])] = done
     arrivals.put(state_key(done["key"]), done)
     page, _ = arrivals.page(TaskQuery(), 0, 10)
     assert names(page) == ["task-2", "task-1", "task-0"]
@@ -79,8 +84,9 @@ def test_time_bounds_must_be_zoned_timestamps(bad: dict[str, str]) -> None:
 
 def test_a_changed_table_rebuilds_the_order_from_first_seen() -> None:
     states = [state_of(n) for n in (2, 0, 1)]
-    arrivals = Arrivals()
-    arrivals.sync([(state_key(s["key"]), s) for s in states], 3)
+    table = {state_key(s["key"]): s for s in states}
+    arrivals = Arrivals(table.get)
+    arrivals.sync(table.items(), 3)
     assert names(arrivals.page(TaskQuery(), 0, 10)[0]) == ["task-2", "task-1", "task-0"]
     assert arrivals.summary()["by_state"] == {"queued": 3}
     arrivals.sync([], 3)  # same size, not stale: kept
@@ -101,3 +107,26 @@ def test_a_first_page_does_not_walk_the_whole_table() -> None:
     page, more = arrivals.page(Counting(), 0, 50)
     assert len(page) == 50 and more
     assert seen == 51
+
+
+def test_a_state_or_executor_filter_reads_only_the_states_whose_cell_can_match() -> None:
+    table: dict[bytes, TaskState] = {}
+    arrivals = filled(30, table)
+    for n in (4, 9):
+        queued = state_of(n)
+        event = make_event(TaskKey.from_wire(queued["key"]), "w", State.SUCCESS)
+        done, _ = fold_event(queued, event, 10)
+        table[state_key(done["key"])] = done
+        arrivals.put(state_key(done["key"]), done)
+    read: list[bytes] = []
+
+    def lookup(key: bytes) -> TaskState | None:
+        read.append(key)
+        return table.get(key)
+
+    arrivals.lookup = lookup
+    found, more = arrivals.page(TaskQuery.from_params({"state": "success"}), 0, 10)
+    assert names(found) == ["task-9", "task-4"] and not more
+    assert len(read) == 2
+    assert arrivals.page(TaskQuery.from_params({"executor": "kubernetes"}), 0, 10) == ([], False)
+    assert len(read) == 2
