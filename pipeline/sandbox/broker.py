@@ -8,6 +8,7 @@ default `memory://` storage is lost when the process ends.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -22,11 +23,37 @@ class BrokerStartError(RuntimeError):
     """The broker binary is missing or did not start answering in time."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port free to bind now, for a server that will bind it a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from `bind(0)` lies inside it, where
+    any process's next outgoing connection (a Kafka client, say) may take it before the
+    server binds it, which failed a sandbox's start now and then.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 16384), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: any free port will do
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; else IANA's)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
 
 def broker_binary() -> str:
