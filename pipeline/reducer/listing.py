@@ -4,19 +4,21 @@
 insertion order, and updating a key keeps its place), each with the `executor:state` cell it
 is counted under, so "newest first" is a reverse walk that stops once a page is full: a
 first page costs about `limit` steps whatever the table holds, and page N costs the states
-before it. States are read from the table (`lookup`) only for the keys a walk reaches, and
-a filter on state or executor skips the others by their cell without reading them. After a
-recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
+before it. Every filter but a time range is decided from the key and its cell, so a walk
+reads a state from the table (`lookup`, a decode) only to show it or to check its range.
+After a recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from pipeline.messages import parse_time
 from pipeline.reducer.fold import TaskState
@@ -28,17 +30,18 @@ class QueryError(ValueError):
     """A listing query that cannot be answered (the API's 400)."""
 
 
-def key_text(state: TaskState) -> str:
-    """The task key as people write it: dag/task/run/map/try (what text search looks in)."""
-    key = state["key"]
-    return (
-        f"{key['dag_id']}/{key['task_id']}/{key['run_id']}/{key['map_index']}/{key['try_number']}"
-    )
+KEY_POSITIONS = {"dag_id": 0, "task_id": 1, "run_id": 2}
+"""Where a filter's field sits in a state key (the JSON array of the task key)."""
 
 
 @dataclass(frozen=True, slots=True)
 class TaskQuery:
-    """Exact filters, a case-insensitive text search on the key, and a first-seen range."""
+    """Exact filters, a case-insensitive text search on the key, and a first-seen range.
+
+    All but the range are decided by a state's key and its `executor:state` cell alone
+    (`matches_entry`), so a listing reads a state only for a range or to show it;
+    `matches` judges a decoded state the same way.
+    """
 
     exact: tuple[tuple[str, str], ...] = ()
     text: str = ""
@@ -57,19 +60,67 @@ class TaskQuery:
             raise QueryError("since and until need a time zone (e.g. Z)")
         return cls(exact, params.get("q", "").strip().lower(), since, until)
 
+    @property
+    def needs_state(self) -> bool:
+        return self.since is not None or self.until is not None
+
     def matches(self, state: TaskState) -> bool:
         key: Mapping[str, Any] = state["key"]
         for name, wanted in self.exact:
             value = state.get(name) if name in ("state", "executor") else key.get(name)
             if str(value) != wanted:
                 return False
-        if self.text and self.text not in key_text(state).lower():
+        if self.text and self.text not in key_text(key).lower():
             return False
-        if self.since or self.until:
-            seen = parse_time(state.get("first_seen") or state["updated_at"])
-            if (self.since and seen < self.since) or (self.until and seen > self.until):
+        return self.matches_time(state)
+
+    def allows_cell(self, cell_name: str) -> bool:
+        """Whether a state counted under `cell_name` passes the state and executor filters."""
+        executor, _, state = cell_name.partition(":")
+        fields = {"state": state, "executor": None if executor == "none" else executor}
+        return all(str(fields[n]) == wanted for n, wanted in self.exact if n in fields)
+
+    def key_matcher(self) -> Callable[[bytes], bool] | None:
+        """A test of a state key against the key filters and the text search; None when
+        there are none (every key passes)."""
+        wanted = [(KEY_POSITIONS[n], w) for n, w in self.exact if n in KEY_POSITIONS]
+        text = self.text
+        if not wanted and not text:
+            return None
+
+        def matches(key: bytes) -> bool:
+            parts = orjson.loads(key)
+            if any(str(parts[at]) != value for at, value in wanted):
                 return False
-        return True
+            return not text or text in "/".join(map(str, parts)).lower()
+
+        if wanted or not _plain(text):
+            return matches
+        needle = text.encode()
+        # Plain text in a plain key (ASCII, nothing escaped) is in its JSON as typed, if at all.
+        return lambda key: needle in key.lower() if _plain_key(key) else matches(key)
+
+    def matches_time(self, state: TaskState) -> bool:
+        if not self.needs_state:
+            return True
+        seen = parse_time(state.get("first_seen") or state["updated_at"])
+        return not ((self.since and seen < self.since) or (self.until and seen > self.until))
+
+
+def _plain(text: str) -> bool:
+    """Text JSON writes as is, within one field of a key (no separator, quote or escape)."""
+    return text.isascii() and not any(c in text for c in '/"\\,') and text.isprintable()
+
+
+def _plain_key(key: bytes) -> bool:
+    return key.isascii() and b"\\" not in key
+
+
+def key_text(key: Mapping[str, Any]) -> str:
+    """The task key as people write it: dag/task/run/map/try (what text search looks in)."""
+    return (
+        f"{key['dag_id']}/{key['task_id']}/{key['run_id']}/{key['map_index']}/{key['try_number']}"
+    )
 
 
 def cell(state: TaskState) -> str:
@@ -129,32 +180,24 @@ class Arrivals:
         """The keys whose state is `state`, read from their cells alone."""
         return [key for key, name in self.cell_of.items() if name.endswith(f":{state}")]
 
-    def newest_first(self, query: TaskQuery | None = None) -> Iterator[TaskState]:
-        """States newest first; with a query, only keys whose cell can match are read."""
-        wanted = dict(query.exact) if query is not None else {}
-        executor, state = wanted.get("executor"), wanted.get("state")
-        for key in reversed(self.cell_of):
-            if executor is not None or state is not None:
-                cell_executor, cell_state = self.cell_of[key].split(":", 1)
-                if state is not None and cell_state != state:
-                    continue
-                if executor is not None and cell_executor not in ("none", executor):
-                    continue  # ("none": no executor, which `matches` judges)
-            found = self.lookup(key)
-            if found is not None:
-                yield found
-
     def page(self, query: TaskQuery, offset: int, limit: int) -> tuple[list[TaskState], bool]:
-        """States `offset`..`offset + limit` of the matches, and whether more match."""
+        """States `offset`..`offset + limit` of the matches, and whether more match; a state
+        is read only when the query has a time range or it is on the page."""
+        allowed = {name for name in self.cells if query.allows_cell(name)}
+        key_matches = query.key_matcher()
         found: list[TaskState] = []
         skipped = 0
-        for state in self.newest_first(query):
-            if not query.matches(state):
+        for key, name in reversed(self.cell_of.items()):
+            if name not in allowed or (key_matches is not None and not key_matches(key)):
+                continue
+            state = self.lookup(key) if query.needs_state else None
+            if query.needs_state and (state is None or not query.matches_time(state)):
                 continue
             if skipped < offset:
                 skipped += 1
                 continue
             if len(found) == limit:
                 return found, True
-            found.append(state)
+            if (state := state or self.lookup(key)) is not None:
+                found.append(state)
         return found, False

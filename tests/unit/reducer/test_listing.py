@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from pipeline.messages import State, TaskKey, make_event
 from pipeline.reducer.fold import TaskState, fold_event, state_key
-from pipeline.reducer.listing import Arrivals, QueryError, TaskQuery
+from pipeline.reducer.listing import Arrivals, QueryError, TaskQuery, cell
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -95,24 +97,24 @@ def test_a_changed_table_rebuilds_the_order_from_first_seen() -> None:
 
 def test_a_first_page_does_not_walk_the_whole_table() -> None:
     arrivals = filled(50_000)
-    seen = 0
-    original = TaskQuery.matches
+    table_get = arrivals.lookup
+    read = 0
 
-    class Counting(TaskQuery):
-        def matches(self, state: TaskState) -> bool:
-            nonlocal seen
-            seen += 1
-            return original(self, state)
+    def counting(key: bytes) -> TaskState | None:
+        nonlocal read
+        read += 1
+        return table_get(key)
 
-    page, more = arrivals.page(Counting(), 0, 50)
+    arrivals.lookup = counting
+    page, more = arrivals.page(TaskQuery(), 0, 50)
     assert len(page) == 50 and more
-    assert seen == 51
+    assert read == 50
 
 
-def test_a_state_or_executor_filter_reads_only_the_states_whose_cell_can_match() -> None:
+def test_filters_on_key_state_and_executor_read_only_the_states_they_show() -> None:
     table: dict[bytes, TaskState] = {}
     arrivals = filled(30, table)
-    for n in (4, 9):
+    for n in (4, 9, 10):
         queued = state_of(n)
         event = make_event(TaskKey.from_wire(queued["key"]), "w", State.SUCCESS)
         done, _ = fold_event(queued, event, 10)
@@ -125,8 +127,48 @@ def test_a_state_or_executor_filter_reads_only_the_states_whose_cell_can_match()
         return table.get(key)
 
     arrivals.lookup = lookup
-    found, more = arrivals.page(TaskQuery.from_params({"state": "success"}), 0, 10)
-    assert names(found) == ["task-9", "task-4"] and not more
+    query = TaskQuery.from_params({"state": "success", "dag_id": "dag-1", "q": "TASK-"})
+    shown, more = arrivals.page(query, 0, 10)
+    assert names(shown) == ["task-10", "task-4"] and not more
     assert len(read) == 2
     assert arrivals.page(TaskQuery.from_params({"executor": "kubernetes"}), 0, 10) == ([], False)
-    assert len(read) == 2
+    deep, more = arrivals.page(TaskQuery(), 25, 10)
+    assert names(deep) == [f"task-{n}" for n in range(4, -1, -1)] and not more
+    assert len(read) == 2 + 5  # the 25 skipped were never read
+
+
+def test_a_time_range_reads_each_state_it_judges() -> None:
+    arrivals = filled(10)
+    since = (T0 + timedelta(seconds=7)).isoformat()
+    assert names(arrivals.page(TaskQuery.from_params({"since": since}), 0, 2)[0]) == [
+        "task-9", "task-8",
+    ]  # fmt: skip
+
+
+NAMES = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8
+) | st.sampled_from(["etl", "Etl/x", 'a"b', "a\\nb", "a,b", "\u0130x", "run-1"])
+
+
+@given(
+    dag=NAMES, task=NAMES, run=NAMES,
+    state=st.sampled_from([State.QUEUED, State.SUCCESS]),
+    executor=st.sampled_from(["celery", "kubernetes", None]),
+    exact=st.lists(st.tuples(st.sampled_from(["dag_id", "task_id", "run_id", "state",
+                                              "executor"]), NAMES), max_size=2),
+    text=NAMES | st.sampled_from(["", "et", "x", "i", "n", "1/", "-1"]),
+)  # fmt: skip
+@example(dag="\u0130x", task="t", run="r", state=State.QUEUED, executor=None, exact=[], text="i")
+@example(dag="d", task="t", run="a\nb", state=State.QUEUED, executor=None, exact=[], text="n")
+def test_a_key_and_its_cell_decide_a_query_as_the_whole_state_would(
+    dag: str, task: str, run: str, state: State, executor: str | None,
+    exact: list[tuple[str, str]], text: str,
+) -> None:  # fmt: skip
+    key = TaskKey(dag, task, run, -1, 1)
+    folded, _ = fold_event(None, make_event(key, "test", state, executor=executor), 10)
+    query = TaskQuery(tuple(exact), text.strip().lower())
+    key_matches = query.key_matcher()
+    by_entry = query.allows_cell(cell(folded)) and (
+        key_matches is None or key_matches(state_key(folded["key"]))
+    )
+    assert by_entry == query.matches(folded)
