@@ -6,10 +6,11 @@ does: a bare aiokafka loop that consumes, decodes, folds and writes each touched
 per batch to a changelog topic, waiting for the broker's acks. The subject is `pipeline run
 reducer` (the faust worker, in its own process, as deployed) folding them into its table
 and changelog, timed from its first folded event to its N-th as its `/stats` reports them
-(group join and recovery are not timed). Also measured: a bare consume loop that only
-counts records (the old baseline), the pure fold without Kafka, and the time `pipeline
-replay events --rebuild` needs to rebuild state from the N events (read to the high-water
-+ refold).
+(group join and recovery are not timed), and how much its resident memory grew per task
+folded meanwhile (the table holds every task's state). Also measured: a bare consume loop
+that only counts records (the old baseline), the pure fold without Kafka, and the time
+`pipeline replay events --rebuild` needs to rebuild state from the N events (read to the
+high-water + refold).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import aiohttp
 from aiokafka import TopicPartition
 
 from pipeline.bench import BenchResult
+from pipeline.bench.procstat import process_usage
 from pipeline.config import Settings, TopicSettings
 from pipeline.kafka import create_topics, make_consumer, make_producer, send_all, started
 from pipeline.messages import State, TaskEvent, TaskKey, decode_event, encode, make_event
@@ -140,6 +142,7 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
 
 async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) -> dict[str, float]:
     first: tuple[float, int] | None = None
+    rss_first = 0
     deadline_s = 120 + n / 500  # generous: the worker folds tens of thousands of events/s
     async with aiohttp.ClientSession() as session, asyncio.timeout(deadline_s):
         while True:
@@ -153,9 +156,17 @@ async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) ->
             now = time.perf_counter()
             if folded and first is None:
                 first = (now, folded)
+                rss_first = process_usage(process.pid).rss_bytes
             if folded >= n and first is not None:
                 per_s = (folded - first[1]) / (now - first[0]) if now > first[0] else 0.0
-                return {"per_s": per_s, "timed_events": folded - first[1]}
+                grown = process_usage(process.pid).rss_bytes - rss_first
+                tasks = (folded - first[1]) / len(LIFECYCLE)
+                return {
+                    "per_s": per_s,
+                    "timed_events": folded - first[1],
+                    "rss_mb_at_first_event": rss_first / 2**20,
+                    "rss_kb_per_task": grown / 1024 / tasks if tasks else 0.0,
+                }
             await asyncio.sleep(POLL_S)
 
 
@@ -205,6 +216,8 @@ async def run(n: int) -> BenchResult:
         "bare_consume_per_s": round(consume_only),
         "pure_fold_per_s": round(pure_fold(batch[:PURE_SAMPLE], settings.reducer.history_limit)),
         "timed_events": subject["timed_events"],
+        "rss_mb_at_first_event": round(subject["rss_mb_at_first_event"], 1),
+        "rss_kb_per_task": round(subject["rss_kb_per_task"], 2),
         **{k: round(v, 2) for k, v in rebuilt.items()},
         "rebuild_per_s": round(n / rebuilt["rebuild_s"]),
     }
