@@ -86,7 +86,7 @@ class LaunchLedger:
     """What the ledger topic says, per try, as far as it has been read.
 
     A launcher remembers every try it ever saw, so it keeps per try only the standing status
-    under a 16-byte digest of the key (about 80 bytes a try, from 1.3 kB for whole records).
+    under a 16-byte digest of the key (about 100 bytes a try, from 1.3 kB for whole records).
     """
 
     def __init__(self) -> None:
