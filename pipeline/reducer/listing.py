@@ -39,8 +39,8 @@ class TaskQuery:
     """Exact filters, a case-insensitive text search on the key, and a first-seen range.
 
     All but the range are decided by a state's key and its `executor:state` cell alone
-    (`matches_entry`), so a listing reads a state only for a range or to show it;
-    `matches` judges a decoded state the same way.
+    (`allows_cell`, `key_matcher`), so a listing reads a state only for a range or to show
+    it; `matches` judges a decoded state the same way.
     """
 
     exact: tuple[tuple[str, str], ...] = ()
