@@ -3,11 +3,11 @@
 Baseline: what `GET /tasks` did before the listing index, on the same N states: filter
 every state and sort them all by update time, then cut a page. Subject: the reducer's
 `Arrivals.page` (newest first by arrival, stopping once the page is full) over the states
-as the table stores them (encoded, decoded when read) plus the dashboard's rendering of that
-page (the real templates). Both are timed per request in one
-process, so the ratio is requests per second of subject over baseline. Also reported: the
-subject's latency for a deep page, a filter that matches nothing (the worst case: a full
-walk), a text search, the `/stats` summary, and the page's HTML and JSON payload sizes.
+as the table stores them (encoded, decoded when read) plus the dashboard's rendering of
+that page (the real templates). Both are timed per request in one process, so the ratio is
+requests per second of subject over baseline. Also reported: the subject's latency for a
+deep page, a filter that matches nothing (the worst case: a full walk), a text search, the
+`/stats` summary, and the page's HTML and JSON payload sizes.
 """
 
 from __future__ import annotations
