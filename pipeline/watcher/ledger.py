@@ -1,10 +1,12 @@
 """What the watcher has already said about each pod, so it says each fact once and in order.
 
 Pure bookkeeping, keyed by pod uid. `news` decides whether an observation is worth
-publishing (a new state that moves forward); `record` remembers it once the event is
-acknowledged. `reconcile` is the informer's relist: a fresh list is compared with what was
-known, and pods that disappeared while nobody watched are reported. The open (unfinished)
-pods are what a checkpoint carries across restarts.
+publishing: a step forward, where a pod merely pending is no news (the launcher's own
+`launched` event, sent when it created the pod, told that) but a pod held back pending is;
+`record` remembers every observation once what was news is acknowledged. `reconcile` is the
+informer's relist: a fresh list is compared with what was known, and pods that disappeared
+while nobody watched are reported. The open (unfinished) pods are what a checkpoint carries
+across restarts.
 """
 
 from __future__ import annotations
@@ -31,16 +33,14 @@ class PodLedger:
 
     def news(self, seen: PodObservation) -> bool:
         """True when `seen` moves the pod's task forward from what was last reported."""
-        last = self._pods.get(seen.uid)
-        return last is None or seen.rank() > last.rank()
+        return _is_news(seen, self._pods.get(seen.uid))
 
     def news_among(self, seen: Iterable[PodObservation]) -> list[PodObservation]:
         """The observations of a batch worth publishing, each judged after those before it."""
         ahead: dict[str, PodObservation] = {}
         found = []
         for pod in seen:
-            last = ahead.get(pod.uid) or self._pods.get(pod.uid)
-            if last is None or pod.rank() > last.rank():
+            if _is_news(pod, ahead.get(pod.uid) or self._pods.get(pod.uid)):
                 found.append(pod)
                 ahead[pod.uid] = pod
         return found
@@ -77,3 +77,9 @@ class PodLedger:
     def open_pods(self) -> list[PodObservation]:
         """Pods whose end has not been reported: what a restart must still answer for."""
         return [pod for pod in self._pods.values() if not pod.terminal]
+
+
+def _is_news(seen: PodObservation, last: PodObservation | None) -> bool:
+    """A step beyond the last observation, where a pod is known pending from its start: the
+    launcher's `launched` event said so (a copy from here would only be dropped downstream)."""
+    return seen.rank() > (last.rank() if last is not None else 0)

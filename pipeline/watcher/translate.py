@@ -40,9 +40,11 @@ FATAL_WAITING: Final = frozenset(
         "CrashLoopBackOff",
     }
 )
+# Waiting reasons on a pending pod's ordinary way to running: nothing holds it back.
+ROUTINE_WAITING: Final = frozenset({"ContainerCreating", "PodInitializing"})
 _REASON_MAX = 1024
 _RANK: Final = {
-    State.LAUNCHED: 0, State.RUNNING: 1, State.SUCCESS: 2, State.FAILED: 2, State.CANCELLED: 2,
+    State.LAUNCHED: 0, State.RUNNING: 2, State.SUCCESS: 3, State.FAILED: 3, State.CANCELLED: 3,
 }  # fmt: skip
 
 Pod = Mapping[str, Any]
@@ -69,9 +71,15 @@ class PodObservation:
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def held_back(self) -> bool:
+        """Pending for a reason worth telling (unschedulable, an image that does not pull)."""
+        return self.state is State.LAUNCHED and self.reason not in (None, *ROUTINE_WAITING)
+
     def rank(self) -> int:
-        """Progress order: launched < running < terminal; the watcher never reports a step back."""
-        return _RANK[self.state]
+        """Progress order: pending < held back < running < terminal; the watcher never reports
+        a step back."""
+        return _RANK[self.state] + self.held_back
 
     def to_event(self) -> TaskEvent:
         return make_event(
