@@ -131,14 +131,15 @@ class Reducer:
             TABLE,
             default=None,
             partitions=partitions,
-            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            # raw: the store keeps and checks the changelog's bytes itself (pipeline.reducer.store)
+            schema=faust.Schema(key_serializer="raw", value_serializer="raw"),
             changelog_topic=self.app.topic(
                 settings.topic.state,
                 partitions=partitions,
                 compacting=True,
                 deleting=False,
                 key_serializer="raw",
-                value_serializer="json",
+                value_serializer="raw",
             ),
         )
         self.source = self.app.topic(

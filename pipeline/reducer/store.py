@@ -7,19 +7,33 @@ decodes a state only when something reads it: the fold, for a key not touched in
 fetch, and the API for the states it answers with. Faust's in-memory store is kept for the
 rest (recovery bookkeeping, rebalance cleanup); it is registered as `encoded://` through
 faust's `faust.stores` entry point.
+
+Recovery keeps a changelog record only if it is a valid state of the try its key names: the
+state topic is a topic like any other, and a record nobody checked would be found only when
+read (an API error for that task, its events refused). One that is not keeps the key's state
+as it was, and is counted and logged with its offset.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import orjson
+import prometheus_client
 from faust.stores import memory
 from faust.types import EventT
 
-from pipeline.messages import right_sized
-from pipeline.reducer.fold import TaskState
+from pipeline.messages import InvalidMessage, Kind, decode, right_sized
+from pipeline.reducer.fold import TaskState, state_key
+
+log = logging.getLogger(__name__)
+
+REJECTED = prometheus_client.Counter(
+    "pipeline_reducer_changelog_rejected_total",
+    "State records recovery refused: not a valid state of the try their key names.",
+)
 
 
 class EncodedStates(MutableMapping[bytes, TaskState]):
@@ -73,7 +87,8 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         to_key: Callable[[Any], Any],
         to_value: Callable[[Any], Any],
     ) -> None:
-        """Apply changelog records in order: a value is kept as it came, None deletes."""
+        """Apply changelog records in order: a valid state is kept as it came, None deletes,
+        anything else is refused (counted and logged; the key keeps what it had)."""
         for event in batch:
             key = to_key(event.key)
             value = event.message.value
@@ -81,5 +96,21 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
                 self.data.pop(key, None)
                 self._key_partition.pop(key, None)
                 continue
+            if (problem := _problem(key, value)) is not None:
+                REJECTED.inc()
+                where = {"partition": event.message.partition, "offset": event.message.offset}
+                log.warning("state record refused at recovery: %s", problem, extra=where)
+                continue
             self._key_partition[key] = event.message.partition
             self.data.put_encoded(key, value)
+
+
+def _problem(key: bytes, value: bytes) -> str | None:
+    """Why `value` is not a state of the try `key` names, or None when it is one."""
+    try:  # its size was the broker's to bound: any record it took is read
+        state: TaskState = decode(Kind.TASK_STATE, value, max_bytes=len(value))
+    except InvalidMessage as exc:
+        return str(exc)
+    if state_key(state["key"]) != key:
+        return "its state belongs to another try than its record key names"
+    return None

@@ -80,16 +80,9 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
     assert base64.b64decode(dead["original"]) == b"{not json"
     assert (dead["error"]["code"], dead["stage"]) == ("not_json", "reducer")
 
-    metrics = await reducer_text(reducer, "/metrics")
+    metrics = await reducer.text("/metrics")
     assert 'pipeline_reducer_events_total{outcome="illegal"} 1.0' in metrics
 
     reducer.kill()
     code, _, err = await run_cli("status")
     assert code == 2 and err.count("\n") == 1 and "cannot reach the reducer API" in err
-
-
-async def reducer_text(reducer: ReducerProcess, path: str) -> str:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session, session.get(reducer.url + path) as response:
-        return await response.text()

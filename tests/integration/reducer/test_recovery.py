@@ -7,9 +7,17 @@ from collections.abc import Callable
 import pytest
 
 from pipeline.config import Settings
+from pipeline.kafka import make_producer, started
 from pipeline.messages import State, TaskKey, encode, make_event
+from pipeline.reducer.fold import state_key
 from tests.fixtures.kafka import read_all
-from tests.fixtures.reducer import ReducerProcess, publish, rebuilt, wait_committed
+from tests.fixtures.reducer import (
+    ReducerProcess,
+    event_record,
+    publish,
+    rebuilt,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +73,36 @@ async def test_sigkill_then_restart_recovers_every_key_from_the_changelog(
     recovered = await second.all_states()
     stale = [k for k in expected if recovered.get(k) != expected[k]]
     assert not stale, f"{len(stale)} keys not recovered, e.g. {stale[:3]}"
+
+
+async def test_recovery_refuses_records_that_are_not_a_state_of_their_key(
+    topics: Settings, reducer_process: Callable[[], ReducerProcess]
+) -> None:
+    await publish_histories(topics)
+    expected = await rebuilt(topics)
+    first = reducer_process()
+    await first.wait_for("/tasks", lambda body: len(body["tasks"]) == len(expected), limit=10_000)
+    await wait_committed(topics, f"reducer-{topics.topic.state}")
+    first.kill()
+
+    retry = TaskKey("recovery", "t0", "run1", try_number=2)  # still queued
+    changelog = await read_all(topics, topics.topic.state)
+    [kept] = [r for r in changelog if r.key == state_key(retry.to_wire())][-1:]
+    other = next(r for r in changelog if r.key != kept.key)
+    async with started(make_producer(topics.kafka, "test"), topics.kafka) as producer:
+        for forged in (b"{not json", b'{"state": "success"}', other.value):
+            await producer.send_and_wait(
+                topics.topic.state, forged, key=kept.key, partition=kept.partition
+            )
+
+    second = reducer_process()
+    await second.wait_for("/tasks", lambda body: len(body["tasks"]) == len(expected), limit=10_000)
+    assert await second.all_states() == expected, "a refused record changed a state"
+    metrics = await second.text("/metrics")
+    assert "pipeline_reducer_changelog_rejected_total 3.0" in metrics
+
+    await publish(topics, [event_record(topics, make_event(retry, "launcher", State.LAUNCHED))])
+    body = await second.wait_for(
+        "/tasks/recovery/t0/run1/-1/2", lambda body: body["tasks"][0]["state"] == "launched"
+    )
+    assert [s["state"] for s in body["tasks"][0]["history"]] == ["queued", "launched"]
