@@ -7,6 +7,7 @@ given as JSON (`PIPELINE_ROUTER_ROUTES='{"gpu": "kubernetes"}'`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -488,6 +489,13 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     toml_file: ClassVar[Path | None] = None
+
+    def updated(self, **groups: Mapping[str, Any]) -> Settings:
+        """A copy with some fields of some groups replaced: `updated(topic={"events": "x"})`."""
+        return self.model_copy(
+            update={name: getattr(self, name).model_copy(update=fields)
+                    for name, fields in groups.items()}
+        )  # fmt: skip
 
     @classmethod
     def settings_customise_sources(

@@ -185,16 +185,13 @@ async def _terminal_events(settings: Settings, n: int) -> float:
 def round_settings(settings: Settings) -> Settings:
     """Topics and consumer groups of a round's own, so it reads only its requests and events."""
     tag = uuid.uuid4().hex[:8]
-    topic = settings.topic.model_copy(
-        update={role: f"bench.{role}.{tag}" for role in ("celery", "events", "dlq")}
-    )
-    celery = settings.celery.model_copy(
-        update={
+    return settings.updated(
+        topic={role: f"bench.{role}.{tag}" for role in ("celery", "events", "dlq")},
+        celery={
             "dispatcher_group_id": f"bench-dispatcher-{tag}",
             "monitor_group_id": f"bench-monitor-{tag}",
-        }
+        },
     )
-    return settings.model_copy(update={"topic": topic, "celery": celery})
 
 
 async def run(n: int) -> BenchResult:

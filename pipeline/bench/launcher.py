@@ -220,10 +220,11 @@ def round_settings(settings: Settings) -> Settings:
     """A fresh requests topic, consumer group and namespace, so a round reads only its own
     requests and a starting launcher lists only its own pods (not every earlier arm's)."""
     tag = uuid.uuid4().hex[:8]
-    topic = settings.topic.model_copy(update={"kubernetes": f"bench.kubernetes.{tag}"})
-    group = settings.launcher.model_copy(update={"group_id": f"bench-launcher-{tag}"})
-    kube = settings.kube.model_copy(update={"namespace": f"bench-{tag}"})
-    return settings.model_copy(update={"topic": topic, "launcher": group, "kube": kube})
+    return settings.updated(
+        topic={"kubernetes": f"bench.kubernetes.{tag}"},
+        launcher={"group_id": f"bench-launcher-{tag}"},
+        kube={"namespace": f"bench-{tag}"},
+    )
 
 
 async def launcher_creates(settings: Settings, tag: str, n: int) -> float:

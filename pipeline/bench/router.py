@@ -103,8 +103,8 @@ async def pipe(settings: Settings, n: int, out_topics: tuple[str, str]) -> float
 async def router(settings: Settings, n: int) -> float:
     """The subject: the router stage run as `pipeline run router` runs it, minus the process."""
     meter = Throughput(n)
-    group = settings.router.model_copy(update={"group_id": f"bench-router-{uuid.uuid4().hex}"})
-    stage = TimedRouter(settings.model_copy(update={"router": group}), meter)
+    group = {"group_id": f"bench-router-{uuid.uuid4().hex}"}
+    stage = TimedRouter(settings.updated(router=group), meter)
     await stage.run(meter.done)
     return meter.per_s
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.config import ConfigError, load_settings, masked
+from pipeline.config import ConfigError, Settings, load_settings, masked
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +76,11 @@ def test_masked_settings_never_show_a_password(monkeypatch: pytest.MonkeyPatch) 
     shown = orjson.dumps(masked(load_settings())).decode()
     assert "s3cret" not in shown
     assert "redis://user:***@redis:6379/0" in shown
+
+
+def test_updated_replaces_only_the_named_fields_and_leaves_the_original() -> None:
+    settings = Settings()
+    changed = settings.updated(topic={"events": "e2"}, launcher={"parallelism": 7})
+    assert (changed.topic.events, changed.launcher.parallelism) == ("e2", 7)
+    assert changed.topic.requests == settings.topic.requests
+    assert (settings.topic.events, settings.launcher.parallelism) != ("e2", 7)

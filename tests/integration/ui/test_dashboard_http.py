@@ -26,7 +26,7 @@ TOKEN = "s3cret-token"
 
 @asynccontextmanager
 async def dashboard(settings: Settings, api_url: str, **ui: Any) -> AsyncIterator[TestClient]:
-    configured = settings.model_copy(update={"ui": settings.ui.model_copy(update=ui)})
+    configured = settings.updated(ui=ui)
     async with TestClient(TestServer(make_app(configured, api_url))) as client:
         yield client
 
@@ -130,9 +130,7 @@ async def test_actions_need_a_post_from_this_origin_the_setting_and_the_token(
         refused = await client.post("/task/cancel", data=form)
         assert refused.status == 403 and "disabled" in await refused.text()
         assert (await client.get("/task/cancel")).status == 405
-    settings = topics.model_copy(
-        update={"reducer": topics.reducer.model_copy(update={"api_token": SecretStr(TOKEN)})}
-    )
+    settings = topics.updated(reducer={"api_token": SecretStr(TOKEN)})
     async with dashboard(settings, reducer.url, actions=True) as client:
         page = await text(client, "/task?dag_id=act&task_id=long&run_id=r")
         assert "Cancel try 1" in page and 'name="token"' in page
