@@ -121,16 +121,20 @@ def run_command(
         return Outcome(None, f"command not found: {argv[0]!r}")
     read_fd, write_fd = os.pipe() if capture is not None else (-1, -1)
     output = write_fd if capture is not None else None
+    args, preexec = [executable, *argv[1:]], None
+    if _SETPRIV is not None:  # it sets the signal, then execs the command
+        args = [_SETPRIV, "--pdeathsig", "KILL", "--", *args]
+    elif _PRCTL is not None:
+        preexec = _die_with_parent
     try:
         process = subprocess.Popen(
-            list(argv),
-            executable=executable,
+            args,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT if capture is not None else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            preexec_fn=preexec,
         )
     finally:
         if capture is not None:
@@ -163,6 +167,26 @@ def _load_prctl() -> Any:
 
 
 _PRCTL: Final = _load_prctl()
+
+
+def _find_setpriv() -> str | None:
+    """util-linux's `setpriv`, where it can set a parent-death signal (2.33 and later).
+
+    A child that runs Python code between fork and exec (`preexec_fn`) must be a full fork:
+    the worker's page tables are copied, ~6 ms of CPU per command at 120 MB of worker and more
+    with a larger one. `setpriv --pdeathsig KILL` does the same `prctl` after the exec, so
+    the command starts by vfork (~1.3 ms, measured spawning `true`).
+    """
+    if sys.platform != "linux" or (path := shutil.which("setpriv")) is None:
+        return None
+    probe = [path, "--pdeathsig", "KILL", "--", path, "--version"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0:
+            return path
+    return None
+
+
+_SETPRIV: Final = _find_setpriv()
 
 
 def _die_with_parent() -> None:

@@ -17,6 +17,7 @@ import pytest
 from celery import Celery
 from celery.exceptions import Ignore
 
+from pipeline.celery_bridge import worker as worker_module
 from pipeline.celery_bridge.ledger import RunRecord
 from pipeline.celery_bridge.ledger_sql import SqlLedger
 from pipeline.celery_bridge.states import observe
@@ -100,18 +101,26 @@ def test_a_killed_command_reports_the_exit_code_a_container_would() -> None:
     assert run_command([sys.executable, "-c", code], env, 30) == Outcome(137, "killed by signal 9")
 
 
-async def test_the_command_dies_with_the_worker_process_that_started_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal_by", ["setpriv", "prctl"])
+async def test_the_command_dies_with_the_worker_process_that_started_it(
+    tmp_path: Path, signal_by: str
+) -> None:
     """Its own session keeps it out of the worker's process group; the parent-death signal
-    still takes it down, so a redelivered message never runs beside a survivor."""
+    (set by `setpriv` where it can, else by `prctl` in the child) still takes it down, so a
+    redelivered message never runs beside a survivor."""
+    if signal_by == "setpriv" and worker_module._SETPRIV is None:
+        pytest.skip("no setpriv with --pdeathsig here")
     pid_file = tmp_path / "pid"
     worker = textwrap.dedent(
         f"""
         import os, sys
-        from pipeline.celery_bridge.worker import run_command
+        from pipeline.celery_bridge import worker
+        if {signal_by!r} == "prctl":
+            worker._SETPRIV = None
         child = [sys.executable, "-c",
                  "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
                  "time.sleep(120)"]
-        run_command(child, {{"PATH": os.environ["PATH"]}}, 300)
+        worker.run_command(child, {{"PATH": os.environ["PATH"]}}, 300)
         """
     )
     parent = await asyncio.create_subprocess_exec(sys.executable, "-c", worker)
