@@ -17,7 +17,6 @@ weakens an earlier one (`merge`). No I/O but the Kafka edges at the bottom.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
@@ -28,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import messages
 from pipeline.messages import SCHEMA_VERSION, InvalidMessage, Kind, TaskKey, TaskKeyDict
-from pipeline.tasklogs import full_key, partition_for
+from pipeline.tasklogs import full_key, send_by_try
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +115,8 @@ def try_digest(key: TaskKey) -> bytes:
 
 async def write(producer: AIOKafkaProducer, topic: str, records: Iterable[LaunchRecord]) -> None:
     """Write records to their tasks' partitions and wait until all are acknowledged."""
-    partitions = await producer.partitions_for(topic)
-    sent = []
-    for record in records:
-        key = TaskKey.from_wire(record["key"])
-        partition = partition_for(key, partitions)
-        value = messages.encode(record)
-        sent.append(await producer.send(topic, value, key=full_key(key), partition=partition))
-    if sent:
-        await asyncio.gather(*sent)
+    values = ((TaskKey.from_wire(r["key"]), messages.encode(r)) for r in records)
+    await send_by_try(producer, topic, values)
 
 
 async def caught_up(consumer: AIOKafkaConsumer, highwaters: dict[TopicPartition, int]) -> bool:

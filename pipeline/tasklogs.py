@@ -13,6 +13,7 @@ result backend's Redis, which is where a live `logs --follow` of a Celery task r
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final, TypedDict
@@ -112,14 +113,23 @@ def make_task_log(
     }
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, record: TaskLog) -> None:
-    """Send one TaskLog to its task's partition and wait for the acknowledgement."""
-    key = TaskKey.from_wire(record["key"])
+async def publish(producer: AIOKafkaProducer, topic: str, records: Iterable[TaskLog]) -> None:
+    """Send TaskLogs to their tasks' partitions and wait until all are acknowledged."""
+    await send_by_try(producer, topic, ((TaskKey.from_wire(r["key"]), encode(r)) for r in records))
+
+
+async def send_by_try(
+    producer: AIOKafkaProducer, topic: str, values: Iterable[tuple[TaskKey, bytes]]
+) -> None:
+    """Send each value keyed by its try's full key to its task's partition, then wait for
+    every acknowledgement at once (one produce round trip for a whole batch)."""
     partitions = await producer.partitions_for(topic)
-    sent = await producer.send(
-        topic, encode(record), key=full_key(key), partition=partition_for(key, partitions)
-    )
-    await sent
+    sent = []
+    for key, value in values:
+        partition = partition_for(key, partitions)
+        sent.append(await producer.send(topic, value, key=full_key(key), partition=partition))
+    if sent:
+        await asyncio.gather(*sent)
 
 
 def decode_task_log(raw: bytes | None, *, max_bytes: int | None = None) -> TaskLog:

@@ -75,6 +75,10 @@ class Ledger(Protocol):
 
     def completed(self, task_id: str) -> dict[str, Any] | None: ...
 
+    def completions(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Completion records of many tasks in one round trip; None where there is none."""
+        ...
+
     def complete(self, task_id: str, result: dict[str, Any]) -> None: ...
 
     def keep_output(self, task_id: str, data: bytes) -> None:

@@ -59,11 +59,12 @@ class RedisLedger:
         self.client.set(f"{self.prefix}run-{task_id}", orjson.dumps(run), px=self.ttl_ms)
 
     def completed(self, task_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(self._completion_key(task_id))
-        if raw is None:
-            return None
-        result: dict[str, Any] = orjson.loads(raw)
-        return result
+        return self.completions([task_id])[task_id]
+
+    def completions(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        raws = self.client.mget([self._completion_key(t) for t in task_ids]) if task_ids else []
+        return {t: None if raw is None else orjson.loads(raw)
+                for t, raw in zip(task_ids, raws, strict=True)}  # fmt: skip
 
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         self.client.set(self._completion_key(task_id), orjson.dumps(result), px=self.ttl_ms)

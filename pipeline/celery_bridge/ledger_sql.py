@@ -91,13 +91,18 @@ class SqlLedger:
         self._prepared = True
 
     def _get(self, key: str) -> bytes | None:
+        return self._get_many([key]).get(key)
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The live values of these keys, in one SELECT (missing and expired ones left out)."""
         self._prepare()
-        query = sa.select(RECORDS.c.value).where(
-            RECORDS.c.key == key, RECORDS.c.expires_at > time.time()
+        if not keys:
+            return {}
+        query = sa.select(RECORDS.c.key, RECORDS.c.value).where(
+            RECORDS.c.key.in_(list(keys)), RECORDS.c.expires_at > time.time()
         )
         with self.engine.connect() as conn:
-            value: bytes | None = conn.execute(query).scalar()
-        return value
+            return dict(conn.execute(query).tuples().all())
 
     def _upsert(self, key: str, value: bytes, *, only_over_expired: bool = False) -> sa.Insert:
         """Insert `key`, or overwrite its row (only an expired one, if asked)."""
@@ -154,11 +159,13 @@ class SqlLedger:
         self._put(f"dispatch-{task_id}", orjson.dumps(record))
 
     def completed(self, task_id: str) -> dict[str, Any] | None:
-        raw = self._get(f"done-{task_id}")
-        if raw is None:
-            return None
-        result: dict[str, Any] = orjson.loads(raw)
-        return result
+        return self.completions([task_id])[task_id]
+
+    def completions(self, task_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        keys = {f"done-{task_id}": task_id for task_id in task_ids}
+        found = self._get_many(list(keys))
+        return {t: None if (raw := found.get(k)) is None else orjson.loads(raw)
+                for k, t in keys.items()}  # fmt: skip
 
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         self._put(f"done-{task_id}", orjson.dumps(result))

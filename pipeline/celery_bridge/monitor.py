@@ -231,25 +231,27 @@ class CeleryMonitor(Stage):
 
     async def keep_logs(self, finished: list[TaskEvent]) -> None:
         """Each finished command's captured output (from its completion record) to the logs
-        topic, where it outlives the worker and the result's expiry."""
-        for event in finished:
-            task_id = event.get("celery_task_id")
-            if task_id is None:
+        topic, where it outlives the worker and the result's expiry: one read and one
+        produce round trip for the whole batch."""
+        ids = {e["celery_task_id"]: e for e in finished if e.get("celery_task_id")}
+        if not ids:
+            return
+        try:
+            done = await asyncio.to_thread(self.ledger.completions, list(ids))
+        except RETRIABLE as exc:
+            log.warning("output of %d tasks not kept, backend unreachable: %s", len(ids), exc)
+            return
+        records = []
+        for task_id, event in ids.items():
+            if (completion := done[task_id]) is None or "log" not in completion:
                 continue
-            try:
-                done = await asyncio.to_thread(self.ledger.completed, task_id)
-            except RETRIABLE as exc:
-                log.warning("output of %s not kept, backend unreachable: %s", task_id, exc)
-                continue
-            if done is None or "log" not in done:
-                continue
-            key = TaskKey.from_wire(event["key"])
             record = tasklogs.make_task_log(
-                key, "celery", task_id, str(done["log"]).encode(),
-                max_bytes=self.settings.logs.max_bytes,
+                TaskKey.from_wire(event["key"]), "celery", task_id,
+                str(completion["log"]).encode(), max_bytes=self.settings.logs.max_bytes,
             )  # fmt: skip
-            record["truncated"] += int(done.get("log_truncated") or 0)
-            await tasklogs.publish(self.producer, self.settings.topic.logs, record)
+            record["truncated"] += int(completion.get("log_truncated") or 0)
+            records.append(record)
+        await tasklogs.publish(self.producer, self.settings.topic.logs, records)
 
     async def stalled(self, entry: InFlight, reason: str, patience: float) -> list[TaskEvent]:
         """Re-send a stalled task once (same id, from its dispatch record), else fail it with

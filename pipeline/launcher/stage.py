@@ -419,7 +419,7 @@ class LauncherStage(runtime.Stage):
             return
         record = tasklogs.make_task_log(key, "kubernetes", name, data, max_bytes=max_bytes)
         try:
-            await tasklogs.publish(self.producer, self.settings.topic.logs, record)
+            await tasklogs.publish(self.producer, self.settings.topic.logs, [record])
         except KafkaError as exc:
             log.warning("log of a cancelled pod not kept: %s", exc)
 

@@ -36,19 +36,21 @@ class LogCapture:
         self.max_bytes = max_bytes
 
     async def keep(self, finished: Sequence[PodObservation]) -> None:
-        if finished:
-            await asyncio.gather(*(self._keep_one(o) for o in finished))
+        """Read the finished pods' logs concurrently, then publish them in one batch."""
+        if not finished:
+            return
+        records = [r for r in await asyncio.gather(*map(self._read, finished)) if r is not None]
+        await tasklogs.publish(self.producer, self.topic, records)
+        metrics.LOGS.labels("kept").inc(len(records))
 
-    async def _keep_one(self, pod: PodObservation) -> None:
+    async def _read(self, pod: PodObservation) -> tasklogs.TaskLog | None:
         try:
             # every line is at least one byte: this many lines hold the newest max_bytes
             data = await self.pods.read(pod.name, self.max_bytes, pod.log_source)
         except (PodLogUnavailable, ApiException, WatchUnavailable, HTTPError, OSError) as exc:
             metrics.LOGS.labels("unavailable").inc()
             log.info("no log kept for pod %s: %s", pod.name, exc, extra={"task": str(pod.key)})
-            return
-        record = tasklogs.make_task_log(
+            return None
+        return tasklogs.make_task_log(
             pod.key, EXECUTOR, pod.name, data, max_bytes=self.max_bytes
         )  # already masked by the reader
-        await tasklogs.publish(self.producer, self.topic, record)
-        metrics.LOGS.labels("kept").inc()

@@ -30,6 +30,7 @@ from pipeline.celery_bridge.worker import LOST_REASON
 from pipeline.config import Settings
 from pipeline.messages import TaskEvent, TaskKey, TaskRequest, make_request
 from pipeline.sandbox.broker import free_port
+from pipeline.tasklogs import decode_task_log
 from tests.fixtures.celery import (
     CONFIGURATIONS,
     CeleryEnv,
@@ -38,6 +39,8 @@ from tests.fixtures.celery import (
     publish_requests,
     stage_running,
 )
+from tests.fixtures.kafka import read_all
+from tests.fixtures.polling import eventually
 from tests.fixtures.redis import HOST as REDIS_HOST
 from tests.fixtures.redis import start_redis, stop
 
@@ -91,14 +94,25 @@ async def test_each_outcome_reaches_its_terminal_event(
     settings = celery_settings.configure(PIPELINE_CELERY_EXECUTION_TIMEOUT_S="2")
     queue = celery_settings.queue
     marker = tmp_path / "should-not-exist"
-    ok = request("ok", python("pass"), queue)
-    exit3 = request("exit3", python("import sys; sys.exit(3)"), queue)
+    ok = request("ok", python("print('hello')"), queue)
+    exit3 = request("exit3", python("print('bye'); import sys; sys.exit(3)"), queue)
     slow = request("slow", python("import time; time.sleep(30)"), queue)
     refused = request("refused", ["touch", str(marker)], queue)
     await asyncio.to_thread(celery_worker, concurrency=4)
+    printed: dict[str, str] = {}
+
+    async def outputs_kept() -> bool:
+        for record in await read_all(settings, settings.topic.logs):
+            kept = decode_task_log(record.value)
+            printed[kept["key"]["task_id"]] = kept["text"]
+        return {"ok", "exit3"} <= printed.keys()
+
     async with celery_path(settings) as log:
         await publish_requests(settings, [ok, exit3, slow, refused])
         await log.until(lambda _: finished(log, ok, exit3, slow, refused))
+        await eventually(outputs_kept, timeout_s=30, interval_s=0.2)
+
+    assert (printed["ok"], printed["exit3"]) == ("hello\n", "bye\n")
 
     success = log.terminal(key_of(ok))
     assert success is not None

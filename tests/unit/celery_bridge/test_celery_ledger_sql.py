@@ -89,6 +89,17 @@ def test_completion_records_round_trip(app: Celery, tmp_path: Path) -> None:
     assert ledger.completed("t1") == {"ok": False, "exit_code": 3, "reason": "exit code 3"}
 
 
+def test_completions_of_many_tasks_come_in_one_read(app: Celery, tmp_path: Path) -> None:
+    ledger = ledger_of(app, tmp_path)
+    ledger.complete("t1", {"ok": True, "exit_code": 0, "log": "hello"})
+    ledger.complete("t3", {"ok": False, "exit_code": 1})
+    assert ledger.completions(["t1", "t2", "t3"]) == {
+        "t1": {"ok": True, "exit_code": 0, "log": "hello"}, "t2": None,
+        "t3": {"ok": False, "exit_code": 1},
+    }  # fmt: skip
+    assert ledger.completions([]) == {}
+
+
 def test_states_reads_what_celerys_database_backend_stored(app: Celery, tmp_path: Path) -> None:
     ledger = ledger_of(app, tmp_path)
     backend = app.backend
