@@ -6,7 +6,8 @@ here the key is (API server, namespace, selector), it always lands on one partit
 compaction keeps one record per watch. A checkpoint is written only after every event up
 to its resourceVersion was acknowledged (at-least-once), and it carries the pods whose
 end was not reported yet, so a relist after the version expired can still tell which of
-them vanished while the watcher was down.
+them vanished while the watcher was down, and the ended pods whose finishing (log kept,
+launch record written) was not done, so a restart does it.
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ launch ledger then tells a launcher that the try already ran. None of it is on t
 path: the terminal event is published and acknowledged first (that is what frees the
 launcher's slot), and the rest is handed to a background loop that takes everything queued
 at once, so its API calls run concurrently and its records share one produce request. A
-full backlog makes the watch wait. Work still queued at a stop or crash is not lost: the
-pods are still there, finished, and the sweep finds them and finishes them again (a second
-log record and launch record of one try are absorbed downstream; a second delete is a 404).
+full backlog makes the watch wait. Work not done at a stop or crash is not lost: the pods
+handed over and not finished yet go into the watch's checkpoint (`unfinished`), and a
+restart finishes them (one whose end came after the checkpoint is seen ending again); the
+sweep also finds finished pods the policy deletes. A second log record or launch record of
+one try is absorbed downstream, and a second delete is a 404.
 """
 
 from __future__ import annotations
@@ -66,11 +68,18 @@ class Finisher:
         self.policy = policy
         self._queue: asyncio.Queue[list[PodObservation]] = asyncio.Queue(_BACKLOG)
         self._stopped = False  # set once `run` returned: nothing would take from the queue
+        self._unfinished: dict[str, PodObservation] = {}  # handed over, not finished, by uid
 
     async def later(self, ended: Sequence[PodObservation]) -> None:
         """Finish these in the background (`run`); waits only while the backlog is full."""
-        if (batch := [o for o in ended if o.terminal]) and not self._stopped:
+        batch = [o for o in ended if o.terminal]
+        self._unfinished.update((o.uid, o) for o in batch)
+        if batch and not self._stopped:
             await self._queue.put(batch)
+
+    def unfinished(self) -> list[PodObservation]:
+        """Ended pods handed over and not finished yet: a checkpoint carries them."""
+        return list(self._unfinished.values())
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Finish what `later` queued, everything queued so far at once; at a stop, what is
@@ -109,6 +118,8 @@ class Finisher:
             for o in ended
         ]  # fmt: skip
         await launches.write(self._producer, self._ledger_topic, records)
+        for observation in ended:  # the rest is the sweep's to retry
+            self._unfinished.pop(observation.uid, None)
         if clean_up:
             doomed = [o for o in ended if self.policy.should_delete(o)]
             await asyncio.gather(*(self.delete(o, why="finished") for o in doomed))

@@ -39,9 +39,13 @@ class PodReporter:
         self.synced = asyncio.Event()  # set once the API answered a list or a watch frame
 
     def checkpoint(self) -> Checkpoint | None:
+        """The position, with the pods a restart must still answer for: those whose end was
+        not reported, and those whose end was but whose finishing was not done."""
         if self.resource_version is None:
             return None
-        return Checkpoint(self.resource_version, self.ledger.open_pods())
+        return Checkpoint(
+            self.resource_version, self.ledger.open_pods() + self.finisher.unfinished()
+        )
 
     async def listed(self, pods: list[Pod], resource_version: str) -> None:
         observed = [o for o in map(_observe, pods) if o is not None]

@@ -129,6 +129,7 @@ class WatcherStage(Stage):
             PodLedger(saved.open_pods if saved else ()),
             saved.resource_version if saved else None,
         )
+        await finisher.later(saved.open_pods if saved else [])  # the ended ones not finished
         log.info("watching pods", extra={"namespace": namespace, "selector": api.selector,
                  "resume_from": reporter.resource_version})  # fmt: skip
         backoff = Backoff(watcher.reconnect_backoff_s, watcher.reconnect_backoff_max_s)
