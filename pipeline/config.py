@@ -100,6 +100,13 @@ class TopicSettings(SettingsGroup):
         description="The launch ledger (compacted, keyed by task key and try): a try with a "
         "record there is never launched again.",
     )
+    launches_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="How long the launch ledger remembers a try (its topic keeps records an "
+        "eighth longer); a request submitted longer ago is not launched but failed, since "
+        "whether it ran can no longer be told. 0: forever, and every launcher keeps every try.",
+    )
     partitions: int = Field(6, ge=1, description="Partitions for new topics.")
     replication_factor: int = Field(1, ge=1)
 
@@ -112,6 +119,13 @@ class TopicSettings(SettingsGroup):
     def compacted(self) -> set[str]:
         """Topics that hold the latest value per key, not a history."""
         return {self.state, self.logs, self.watcher_checkpoints, self.launches}
+
+    def configs(self, name: str) -> dict[str, str]:
+        """The topic configs `name` is created with."""
+        if name == self.launches and self.launches_retention_s > 0:
+            retention_ms = int(self.launches_retention_s * 1.125 * 1000)  # see LaunchLedger
+            return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+        return {"cleanup.policy": "compact"} if name in self.compacted() else {}
 
 
 class KubeSettings(SettingsGroup):

@@ -150,17 +150,17 @@ async def send_all(
 
 
 async def create_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
-    """Create the pipeline's topics if missing (state ones compacted); returns those created."""
+    """Create the pipeline's topics if missing (with `TopicSettings.configs`); returns those
+    created."""
     admin = AIOKafkaAdminClient(**connection_options(kafka), client_id=f"{kafka.client_id}-admin")
     async with started(admin, kafka):
         existing = set(await admin.list_topics())
-        compacted = topics.compacted()
         wanted = [
             NewTopic(
                 name,
                 topics.partitions,
                 topics.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                topic_configs=topics.configs(name),
             )
             for name in topics.all_names()
             if name not in existing

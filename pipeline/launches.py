@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Final, NotRequired, TypedDict
 
@@ -84,25 +85,64 @@ def standing(old: LaunchStatus | None, new: LaunchStatus) -> LaunchStatus:
 class LaunchLedger:
     """What the ledger topic says, per try, as far as it has been read.
 
-    A launcher remembers every try it ever saw, so it keeps per try only the standing status
-    under a 16-byte digest of the key (about 100 bytes a try, from 1.3 kB for whole records).
+    It keeps per try only the standing status under a 16-byte digest of the key (about 100
+    bytes a try, from 1.3 kB for whole records). With a retention it forgets what was last
+    recorded longer ago than that and an eighth more (the topic's retention too): a whole
+    generation of tries at a time, so forgetting costs nothing per record. What it forgot
+    can no longer be told, so requests submitted before `horizon` are not launched at all;
+    the extra eighth covers a producer's clock running ahead of the launcher's.
     """
 
-    def __init__(self) -> None:
-        self._statuses: dict[bytes, LaunchStatus] = {}
+    GENERATIONS: Final = 8
 
-    def apply(self, record: LaunchRecord) -> LaunchStatus:
-        """Fold a record in; the try's status that stands after it."""
+    def __init__(self, retention_s: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+        self._retention_s = retention_s
+        self._span_s = retention_s / self.GENERATIONS if retention_s > 0 else None
+        self._clock = clock
+        self._generations: dict[int, dict[bytes, LaunchStatus]] = {}  # a try in one only
+
+    def apply(self, record: LaunchRecord, at_s: float | None = None) -> LaunchStatus:
+        """Fold a record in (written at `at_s`, now if not given); the try's standing status."""
         digest = try_digest(TaskKey.from_wire(record["key"]))
-        kept = standing(self._statuses.get(digest), LaunchStatus(record["status"]))
-        self._statuses[digest] = kept
+        found, old = self._find(digest)
+        kept = standing(old, LaunchStatus(record["status"]))
+        generation = self._generation(self._clock() if at_s is None else at_s)
+        if found is not None and found >= generation:
+            self._generations[found][digest] = kept  # its newest record keeps its place
+            return kept
+        if found is not None:
+            del self._generations[found][digest]
+        if generation >= self._oldest_kept():
+            self._generations.setdefault(generation, {})[digest] = kept
+            self._forget_old()
         return kept
 
     def status(self, key: TaskKey) -> LaunchStatus | None:
-        return self._statuses.get(try_digest(key))
+        return self._find(try_digest(key))[1]
+
+    def horizon(self) -> float | None:
+        """The epoch second before which a request is too old to tell whether it ran."""
+        return self._clock() - self._retention_s if self._retention_s > 0 else None
 
     def __len__(self) -> int:
-        return len(self._statuses)
+        return sum(map(len, self._generations.values()))
+
+    def _find(self, digest: bytes) -> tuple[int | None, LaunchStatus | None]:
+        for generation in reversed(self._generations):
+            if (status := self._generations[generation].get(digest)) is not None:
+                return generation, status
+        return None, None
+
+    def _generation(self, at_s: float) -> int:
+        return int(at_s // self._span_s) if self._span_s is not None else 0
+
+    def _oldest_kept(self) -> int:
+        return self._generation(self._clock()) - self.GENERATIONS - 1
+
+    def _forget_old(self) -> None:
+        oldest = self._oldest_kept()
+        for generation in [g for g in self._generations if g < oldest]:
+            del self._generations[generation]
 
 
 def try_digest(key: TaskKey) -> bytes:

@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 CREATES = Counter(
     "pipeline_launcher_creates_total",
     "Pod launches by outcome: created, exists (409), duplicate (the ledger says the try ran), "
-    "cancelled, rejected, failed (retries exhausted), "
+    "cancelled, rejected, expired (submitted before the launch ledger's horizon), "
+    "failed (retries exhausted), "
     "retried (an attempt that will be tried again).",
     ["outcome"],
 )

@@ -52,12 +52,14 @@ from pipeline.messages import (
     State,
     TaskEvent,
     TaskKey,
+    TaskRequest,
     decode_request,
     encode,
     looks_like_control,
     make_cancelled,
     make_dead_letter,
     make_event,
+    parse_time,
 )
 from pipeline.pods import managed_selector, pod_name
 
@@ -94,7 +96,7 @@ class LauncherStage(runtime.Stage):
         cfg = settings.launcher
         self.api = api or PodApi(settings.kube, cfg.max_concurrent_creates)
         self.in_flight = InFlight()
-        self.ledger = LaunchLedger()
+        self.ledger = LaunchLedger(settings.topic.launches_retention_s)
         self.launching = 0
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self.committed: dict[TopicPartition, int] = {}
@@ -221,7 +223,8 @@ class LauncherStage(runtime.Stage):
                 record = launches.decode_record(consumed.value)
                 if record is None:
                     continue
-                if self.ledger.apply(record) is not LaunchStatus.LAUNCHING:
+                written_s = consumed.timestamp / 1000 if consumed.timestamp > 0 else None
+                if self.ledger.apply(record, written_s) is not LaunchStatus.LAUNCHING:
                     freed = self.in_flight.finish(TaskKey.from_wire(record["key"])) or freed
         if freed:
             self._room.set()
@@ -321,6 +324,10 @@ class LauncherStage(runtime.Stage):
         if (cancel := self.cancels.get(key)) is not None:  # cancelled before it got here
             self._spawn(self._attempts, self._cancel(tp, record.offset, key, cancel, owned=True))
             return None
+        if (expired := self._expired(key, request)) is not None:
+            metrics.CREATES.labels("expired").inc()
+            self._report(tp, record.offset, self._failed(key, pod_name(key), expired))
+            return None
         try:
             pod = self.builder.build(request)
         except PodRejected as exc:
@@ -335,6 +342,24 @@ class LauncherStage(runtime.Stage):
         self.launching += 1
         launch = self.launches[key] = Launch(tp, record.offset, key, pod)
         return launch
+
+    def _expired(self, key: TaskKey, request: TaskRequest) -> str | None:
+        """Why a try the ledger does not know is not launched: it was submitted before the
+        ledger's horizon, so a record of its launch may have been forgotten."""
+        horizon = self.ledger.horizon()
+        if horizon is None or self.ledger.status(key) is not None:
+            return None
+        try:
+            submitted_s = parse_time(request["submitted_at"]).timestamp()
+        except ValueError:
+            return None  # valid by the schema, but not to the parser: its age is unknown
+        if submitted_s >= horizon:
+            return None
+        days = self.settings.topic.launches_retention_s / 86400
+        return (
+            f"not launched: submitted at {request['submitted_at']}, before the launch ledger's "
+            f"horizon ({days:g} days), so whether this try already ran cannot be told"
+        )
 
     def _take_control(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle a cancel from the request stream; False when the record is no control."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client
@@ -172,3 +173,24 @@ async def test_adoption_counts_only_pods_whose_try_has_not_ended(
 
     async with launcher_run(s) as stage:
         assert len(stage.in_flight) == 1 and live in stage.in_flight
+
+
+async def test_a_try_submitted_before_the_ledgers_horizon_is_failed_unless_the_ledger_knows_it(
+    launcher_env: SetEnv, core_v1: client.CoreV1Api
+) -> None:
+    s = launcher_env()
+    fresh, stale, known = (TaskKey("horizon", name, "r1") for name in ("fresh", "stale", "known"))
+    long_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat()  # retention: 7 days
+    await write_records(s, [launches.make_record(known, LaunchStatus.FINISHED, "watcher")])
+    before = created("expired")
+    async with launcher_run(s):
+        await publish(s, [request(fresh), request(stale, submitted_at=long_ago),
+                          request(known, submitted_at=long_ago)])  # fmt: skip
+        found = {TaskKey.from_wire(e["key"]): e for e in await read_events(s, 3)}
+    assert found[fresh]["state"] == "launched"
+    assert found[known]["state"] == "launched", "the ledger's word stands: no second pod"
+    assert found[stale]["state"] == "failed"
+    assert "before the launch ledger's horizon (7 days)" in (found[stale]["reason"] or "")
+    assert created("expired") == before + 1
+    names = {p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1)}
+    assert names == {pods.pod_name(fresh)}
