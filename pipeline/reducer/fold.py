@@ -2,7 +2,8 @@
 
     submitted -> queued -> launched -> running -> success | failed
     failed and cancelled from any non-terminal state; dead_lettered only before a request
-    was routed.
+    was routed. A launched try may be told again why its pod waits (a `launched` with a
+    reason): the state's reason says what holds it back.
 
 `submitted` is a request no stage has routed: a state is created by its first event, the
 router's `queued` (or `dead_lettered`), so a recorded history starts there.
@@ -33,6 +34,7 @@ from pipeline.messages import (
     TaskKey,
     TaskKeyDict,
     TaskRequest,
+    parse_time,
     right_sized,
 )
 from pipeline.routing import queued_event
@@ -133,7 +135,7 @@ def classify(current: TaskState | None, event: TaskEvent) -> Outcome:
         return Outcome.ILLEGAL if is_terminal(new) and new != old else Outcome.STALE
     if new == State.DEAD_LETTERED and rank(old) > rank(State.SUBMITTED):
         return Outcome.ILLEGAL
-    if rank(new) > rank(old) or _is_redrive(current, event):
+    if rank(new) > rank(old) or _is_redrive(current, event) or _is_newer_hold(current, event):
         return Outcome.APPLIED
     return Outcome.STALE
 
@@ -266,6 +268,26 @@ def _seen(state: TaskState, event_id: str) -> bool:
         if step["event_id"] == event_id:
             return True
     return event_id in state.get("illegal_event_ids", ())
+
+
+def _is_newer_hold(current: TaskState, event: TaskEvent) -> bool:
+    """A `launched` that says why the pod waits (the watcher's: unschedulable, an image that
+    does not pull) on a launched try: it beats a `launched` without a reason, and among those
+    with one the latest (by time, then id) stands, so any delivery order keeps the same one."""
+    if not (current["state"] == event["state"] == State.LAUNCHED and event.get("reason")):
+        return False
+    if current.get("reason") is None:
+        return True
+    last_id = current["history"][-1]["event_id"] if current["history"] else ""
+    return _order(event["observed_at"], event["event_id"]) > _order(current["updated_at"], last_id)
+
+
+def _order(observed_at: str, event_id: str) -> tuple[float, str]:
+    """A total order on events by time, then id; a time the parser refuses sorts first."""
+    try:
+        return parse_time(observed_at).timestamp(), event_id
+    except ValueError:
+        return float("-inf"), event_id
 
 
 def _is_redrive(current: TaskState | None, event: TaskEvent) -> bool:

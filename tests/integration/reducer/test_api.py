@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 DONE = TaskKey("api", "extract", "run:1+x")
 RETRY = TaskKey("api", "extract", "run:1+x", try_number=2)
 OTHER = TaskKey("api", "load", "run2", map_index=3)
+PULLING = 'ErrImagePull: pull access denied for "missing/app:1"'
 
 
 async def publish_events(settings: Settings) -> None:
@@ -29,6 +30,7 @@ async def publish_events(settings: Settings) -> None:
         make_event(DONE, "celery-monitor", State.SUCCESS),  # illegal: terminal is sticky
         make_event(RETRY, "router", State.QUEUED, executor="celery"),
         make_event(OTHER, "launcher", State.LAUNCHED, executor="kubernetes", pod_name="p-1"),
+        make_event(OTHER, "watcher", State.LAUNCHED, reason=PULLING),
     ]
     bad = (settings.topic.events, DONE.partition_key, b"{not json")
     await publish(settings, [*(event_record(settings, e) for e in events), bad])
@@ -53,8 +55,12 @@ async def test_api_and_status_cli_show_the_same_state_and_bad_records_are_dead_l
     assert second["key"]["try_number"] == 2 and second["state"] == "queued"
     assert (await reducer.get("/tasks/api/extract/run:1+x/-1/2"))["tasks"] == [second]
 
+    def told_why_held(body: dict[str, Any]) -> bool:
+        return [t["reason"] for t in body["tasks"]] == [PULLING]
+
+    await reducer.wait_for("/tasks/api/load/run2/3/1", told_why_held)
     listed = await reducer.get("/tasks", state="launched")
-    assert [t["key"]["task_id"] for t in listed["tasks"]] == ["load"]
+    assert [(t["key"]["task_id"], t["reason"]) for t in listed["tasks"]] == [("load", PULLING)]
     stats = await reducer.get("/stats")
     assert stats["by_state"] == {"failed": 1, "queued": 1, "launched": 1}
     assert stats["outcomes"]["illegal"] == 1

@@ -202,6 +202,32 @@ def test_sweeper_redrive_counts_once_then_failure_applies() -> None:
     assert state["state"] == "failed"
 
 
+PULL_BACKOFF = event(State.LAUNCHED, 4, source="watcher", reason="ImagePullBackOff: Back-off")
+
+
+@given(st.permutations([
+    event(State.QUEUED, 1),
+    event(State.LAUNCHED, 2),  # the launcher's: no reason
+    event(State.LAUNCHED, 3, source="watcher", reason="Unschedulable: 0/1 nodes are available"),
+    PULL_BACKOFF,  # the latest
+]))  # fmt: skip
+def test_a_launched_try_shows_the_latest_reason_its_pod_is_held_back_in_any_order(
+    delivered: list[TaskEvent],
+) -> None:
+    state, _ = fold_all(delivered)
+    assert state is not None
+    assert (state["state"], state["reason"]) == ("launched", PULL_BACKOFF["reason"])
+    assert state["history"][-1]["event_id"] == PULL_BACKOFF["event_id"]
+    validate(Kind.TASK_STATE, state)
+
+
+def test_a_reason_to_wait_never_moves_a_running_try_back() -> None:
+    state, _ = fold_all([event(State.LAUNCHED, 1), event(State.RUNNING, 2)])
+    held = event(State.LAUNCHED, 3, source="watcher", reason="ImagePullBackOff")
+    after, outcome = fold_event(state, held, LIMIT)
+    assert (outcome, after) == (Outcome.STALE, state)
+
+
 def test_routed_request_is_kept_and_implies_queued() -> None:
     request = make_request(KEY, ["airflow", "tasks", "run"], "default")
     request["routing"] = {"target": "celery", "topic": "t", "routed_at": "2026-01-01T00:00:03Z"}
