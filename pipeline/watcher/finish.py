@@ -9,8 +9,10 @@ at once, so its API calls run concurrently and its records share one produce req
 full backlog makes the watch wait. Work not done at a stop or crash is not lost: the pods
 handed over and not finished yet go into the watch's checkpoint (`unfinished`), and a
 restart finishes them (one whose end came after the checkpoint is seen ending again); the
-sweep also finds finished pods the policy deletes. A second log record or launch record of
-one try is absorbed downstream, and a second delete is a 404.
+sweep also finds finished pods the policy deletes. A failed write is retried with backoff
+for about a minute first, so a broker away for a while delays the rest and loses nothing.
+A second log record or launch record of one try is absorbed downstream, and a second
+delete is a 404.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline import launches
 from pipeline.messages import State
-from pipeline.runtime import next_unless_stopped
+from pipeline.runtime import next_unless_stopped, sleep_unless_stopped
 from pipeline.watcher import metrics
 from pipeline.watcher.logcapture import LogCapture
 from pipeline.watcher.translate import PodObservation
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Delete = Callable[[str, str], Awaitable[bool]]
 _BACKLOG = 64  # batches queued before the watch waits
+_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # a minute before the next start's turn
 
 
 @dataclass(frozen=True)
@@ -87,21 +90,33 @@ class Finisher:
         stop = asyncio.ensure_future(stopping.wait())
         try:
             while (batch := await next_unless_stopped(self._queue, stop)) is not None:
-                await self._finish_queued(batch)
+                await self._finish_queued(batch, stopping)
             self._stopped = True  # from here `later` queues nothing: the last drain is final
             if not self._queue.empty():
-                await self._finish_queued([])
+                await self._finish_queued([], stopping)
         finally:
             self._stopped = True
             stop.cancel()
 
-    async def _finish_queued(self, batch: list[PodObservation]) -> None:
-        while not self._queue.empty():
-            batch.extend(self._queue.get_nowait())
-        try:
-            await self.finish(batch)
-        except Exception:  # the pods stay, finished: the sweep finishes them again
-            log.exception("finishing %d pods failed; the sweep will retry", len(batch))
+    async def _finish_queued(self, batch: list[PodObservation], stopping: asyncio.Event) -> None:
+        """Finish `batch` and all queued behind it, retried with backoff while the writes
+        fail (Kafka away); after the last try the pods stay unfinished for the checkpoint."""
+        for delay_s in (*_RETRY_DELAYS_S, None):
+            while not self._queue.empty():
+                batch.extend(self._queue.get_nowait())
+            try:
+                await self.finish(batch)
+                return
+            except Exception as exc:
+                if delay_s is None or stopping.is_set():
+                    log.exception("finishing %d pods failed; the next start retries", len(batch))
+                    return
+                log.warning(
+                    "finishing %d pods failed (%r); retrying in %gs", len(batch), exc, delay_s
+                )
+            metrics.FINISH_RETRIES.inc()
+            await sleep_unless_stopped(stopping, delay_s)
+            batch = [o for o in batch if o.uid in self._unfinished]  # the sweep's, meanwhile
 
     async def finish(self, ended: Sequence[PodObservation], *, clean_up: bool = True) -> None:
         """Keep the logs, write the launch records, then delete the pods the policy picks."""

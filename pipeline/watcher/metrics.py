@@ -30,6 +30,10 @@ PODS_DELETED = Counter(
     "Pods deleted, by why: finished (cleanup policy) or pending_timeout.",
     ["why"],
 )
+FINISH_RETRIES = Counter(
+    "pipeline_watcher_finish_retries_total",
+    "Finishing an ended pod's try (its log, its launch record) failed and was tried again.",
+)
 CHECKPOINTS = Counter(
     "pipeline_watcher_checkpoints_total", "Resource versions checkpointed.", ["namespace"]
 )
