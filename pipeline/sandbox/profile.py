@@ -13,9 +13,10 @@ Kafka's defaults (`KafkaSettings`). Three behaviours of Tansu 0.6, measured, sha
   0.32 at 500 ms). 25 ms keeps a three-hop launch under 100 ms; a whole idle sandbox
   (`pipeline dev`, nine processes) measured 0.37 CPU-s/s at 25 ms, 0.24 at 100 ms and 0.11
   at 500 ms, so a sandbox that mostly idles may raise the wait. Consumers off the tasks'
-  path (the launcher's cancel and launch-ledger followers, the Celery monitor, the reducer)
-  wait 250 ms: a cancel reaches a running pod, and a state the reducer's API, up to that
-  much later, and four consumers stop paying 40 round trips a second.
+  path (the launcher's cancel and launch-ledger followers, the Celery monitor, the reducer,
+  the dashboard's dead-letter tail) wait 250 ms: a cancel reaches a running pod, a state the
+  reducer's API and a dead letter the dashboard up to that much later, and five consumers
+  stop paying 40 round trips a second.
 - Its cost is per batch (one partition's records in one request), and a fetch's cost grows
   with the batches the partition holds. Measured at 1,000 msg/s, 4 partitions, one consumer:
   0.50 ms of broker CPU per record at `linger_ms` 0, 0.24 at 5, 0.16 at 10, 0.12 at 20, 0.08

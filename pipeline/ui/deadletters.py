@@ -86,7 +86,8 @@ class LetterTail:
         if not partitions:
             log.warning("dead-letter topic %s does not exist yet; retrying", topic)
             return
-        consumer = make_consumer(kafka, group_id=None, client_id="ui-dlq")
+        # off the tasks' path: a page shows a letter up to a follower's wait later
+        consumer = make_consumer(kafka, group_id=None, client_id="ui-dlq", follower=True)
         async with started(consumer, kafka):
             consumer.assign(partitions)
             for tp in partitions:
