@@ -347,13 +347,13 @@ class LauncherStage(runtime.Stage):
         """Why a try the ledger does not know is not launched: it was submitted before the
         ledger's horizon, so a record of its launch may have been forgotten."""
         horizon = self.ledger.horizon()
-        if horizon is None or self.ledger.status(key) is not None:
+        if horizon is None:
             return None
         try:
             submitted_s = parse_time(request["submitted_at"]).timestamp()
         except ValueError:
             return None  # valid by the schema, but not to the parser: its age is unknown
-        if submitted_s >= horizon:
+        if submitted_s >= horizon or self.ledger.status(key) is not None:
             return None
         days = self.settings.topic.launches_retention_s / 86400
         return (
