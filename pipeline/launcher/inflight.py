@@ -1,7 +1,8 @@
 """Which launched pods have not finished yet: the count `parallelism` limits.
 
 Pods are added when this launcher creates them (or finds them alive on a 409) and when it
-starts (the adoption scan: managed pods not in a terminal phase). They leave when a terminal
+starts (the adoption scan: managed pods not in a terminal phase whose try the launch ledger
+does not record as ended, nor Pending since before its horizon). They leave when a terminal
 TaskEvent for their key appears on the events topic. The events consumer is positioned at the
 topic's end *before* the startup scan, so a pod that finishes after the scan always has its
 event ahead of the consumer, and none is counted forever.

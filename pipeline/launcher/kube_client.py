@@ -26,7 +26,7 @@ from pipeline.kube import client_configuration
 from pipeline.launcher import metrics
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
 from pipeline.launcher.merge import JsonObj
-from pipeline.messages import CancelInfo, TaskKey
+from pipeline.messages import CancelInfo, TaskKey, parse_time
 from pipeline.podlogs import PodLogs, PodLogUnavailable
 from pipeline.pods import CANCEL_ANNOTATION, key_from_annotations
 
@@ -126,8 +126,11 @@ class PodApi:
         except (PodLogUnavailable, ApiException, urllib3.exceptions.HTTPError, OSError):
             return None
 
-    async def active_tasks(self, selector: str) -> set[TaskKey]:
-        """Task keys of selected pods that have not finished (Airflow's adoption scan)."""
+    async def active_tasks(
+        self, selector: str, *, pending_since: float | None = None
+    ) -> set[TaskKey]:
+        """Task keys of selected pods that have not finished (Airflow's adoption scan), but
+        for pods still Pending that were created before `pending_since` (epoch seconds)."""
         keys: set[TaskKey] = set()
         token: str | None = None
         while True:
@@ -136,7 +139,10 @@ class PodApi:
             except ApiException as exc:
                 raise classify(exc) from None
             for item in page.get("items") or []:
-                if (item.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                phase = (item.get("status") or {}).get("phase")
+                if phase in TERMINAL_PHASES or (
+                    phase == "Pending" and _created_before(item, pending_since)
+                ):
                     continue
                 key = key_from_annotations((item.get("metadata") or {}).get("annotations"))
                 if key is not None:
@@ -271,3 +277,13 @@ def _retry_after(headers: Any) -> float | None:
         return max(float(value), 0.0) if value is not None else None
     except ValueError:
         return None
+
+
+def _created_before(pod: dict[str, Any], epoch_s: float | None) -> bool:
+    created = (pod.get("metadata") or {}).get("creationTimestamp")
+    if epoch_s is None or not isinstance(created, str):
+        return False
+    try:
+        return parse_time(created).timestamp() < epoch_s
+    except ValueError:
+        return False

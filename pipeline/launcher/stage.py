@@ -173,7 +173,11 @@ class LauncherStage(runtime.Stage):
         attempt = 0
         while not stopping.is_set():
             try:
-                keys = await self.api.active_tasks(managed_selector())
+                # a pod Pending since before the ledger's horizon is one whose end was told
+                # and forgotten (an image that never pulled, kept): it holds no slot
+                keys = await self.api.active_tasks(
+                    managed_selector(), pending_since=self.ledger.horizon()
+                )
             except LaunchError as exc:
                 attempt += 1
                 delay = retry_delay(exc, attempt, base=1.0, cap=30.0, rng=self._rng)

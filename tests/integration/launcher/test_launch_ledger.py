@@ -194,3 +194,24 @@ async def test_a_try_submitted_before_the_ledgers_horizon_is_failed_unless_the_l
     assert created("expired") == before + 1
     names = {p["metadata"]["name"] for p in await asyncio.to_thread(managed_pods, core_v1)}
     assert names == {pods.pod_name(fresh)}
+
+
+async def test_a_pod_pending_since_before_the_ledgers_horizon_holds_no_slot_after_a_restart(
+    launcher_env: SetEnv, kube_emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its try's records are forgotten, so the ledger cannot say it ended: a pod still Pending
+    that long is one whose end was told (an image that never pulls, kept for debugging)."""
+    monkeypatch.setenv("PIPELINE_TOPIC_LAUNCHES_RETENTION_S", "3")
+    s = launcher_env()
+    kube_emulator.faults.update(stuck_pending_images="stuck/*")
+    stuck, running = TaskKey("aged", "stuck", "r1"), TaskKey("aged", "running", "r1")
+    slow = {"pod_override": {"metadata": {"annotations": {RUN_SECONDS: "60"}}}}
+    async with launcher_run(s):
+        await publish(s, [request(stuck, image="stuck/app:1"),
+                          request(running, executor_config=slow)])  # fmt: skip
+        await read_events(s, 2)
+    await asyncio.sleep(3.5)  # the pods' age is what is judged: let them pass the horizon
+
+    async with launcher_run(s) as stage:
+        assert running in stage.in_flight, "a running pod holds its slot at any age"
+        assert len(stage.in_flight) == 1
