@@ -15,11 +15,12 @@ import orjson
 import pytest
 from kubernetes import client
 
-from pipeline import runtime
+from pipeline import launches, runtime
 from pipeline.config import Settings, load_settings
 from pipeline.messages import TERMINAL_STATES, TaskEvent, TaskKey
 from pipeline.pods import pod_annotations, pod_labels, pod_name
-from pipeline.sandbox.kube import EXIT_CODE, PENDING_SECONDS, RUN_SECONDS
+from pipeline.sandbox.kube import EXIT_CODE, PENDING_SECONDS, RUN_SECONDS, KubeEmulator
+from pipeline.tasklogs import decode_task_log
 from pipeline.watcher.stage import WatcherStage
 from tests.fixtures.kafka import read_all
 from tests.fixtures.kube import pod_manifest
@@ -168,3 +169,31 @@ def ids_per_fact(found: list[TaskEvent]) -> dict[tuple[str, str], set[str]]:
 def summary(event: TaskEvent | None) -> tuple[Any, ...]:
     assert event is not None
     return event["state"], event.get("reason"), event.get("exit_code")
+
+
+async def a_failed_end_with_a_slow_log_read(
+    watcher: WatcherProcess, settings: Settings, emulator: KubeEmulator, api: client.CoreV1Api
+) -> TaskEvent:
+    """Start `watcher`, then end a pod with a failure whose log read takes 8 s: returns its
+    terminal event, published while its finishing (log, launch record) is still under way."""
+    warmup, failing = task(0), task(1)
+    await watcher.start()
+    await create_pod(api, warmup)
+    await wait_for_ends(settings, [warmup])
+    await create_pod(api, failing, run_seconds=1.0, exit_code=3)
+    emulator.faults.update(latency_seconds=8.0)  # the log read takes that long
+    ended = terminal(await wait_for_ends(settings, [failing], timeout_s=60), failing)
+    assert ended is not None and ended["state"] == "failed"
+    assert not await kept_for(settings, failing), "finished already"
+    return ended
+
+
+async def kept_for(settings: Settings, key: TaskKey) -> bool:
+    """Its log on the logs topic and its `finished` record on the launch ledger."""
+    logs = [decode_task_log(r.value) for r in await read_all(settings, settings.topic.logs)]
+    records = [launches.decode_record(r.value)
+               for r in await read_all(settings, settings.topic.launches)]  # fmt: skip
+    return any(TaskKey.from_wire(log["key"]) == key for log in logs) and any(
+        r is not None and TaskKey.from_wire(r["key"]) == key and r["status"] == "finished"
+        for r in records
+    )

@@ -12,17 +12,15 @@ import pytest
 from kubernetes import client
 
 from pipeline.config import Settings
+from pipeline.messages import TaskKey
 from pipeline.sandbox.broker import RunningBroker, tansu_broker
 from pipeline.sandbox.kube import KubeEmulator
 from tests.fixtures.polling import eventually
 from tests.integration.watcher.support import (
     WatcherProcess,
-    create_pod,
-    task,
-    terminal,
-    wait_for_ends,
+    a_failed_end_with_a_slow_log_read,
+    kept_for,
 )
-from tests.integration.watcher.test_watcher_processes import kept_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +51,11 @@ async def test_a_finish_that_meets_a_paused_broker_is_retried_until_it_lands(
 ) -> None:
     monkeypatch.setenv("PIPELINE_KAFKA_REQUEST_TIMEOUT_MS", "2000")  # fail fast while paused
     watcher = WatcherProcess(tmp_path / "watcher.log")
-    warmup, failing = task(0), task(1)
     try:
-        await watcher.start()
-        await create_pod(core_v1, warmup)
-        await wait_for_ends(watcher_settings, [warmup])
-        await create_pod(core_v1, failing, run_seconds=1.0, exit_code=3)
-        kube_emulator.faults.update(latency_seconds=8.0)  # the log read takes that long
-        found = await wait_for_ends(watcher_settings, [failing], timeout_s=60)
-        ended = terminal(found, failing)
-        assert ended is not None and ended["state"] == "failed"
-        assert not await kept_for(watcher_settings, failing), "finished before the pause"
+        ended = await a_failed_end_with_a_slow_log_read(
+            watcher, watcher_settings, kube_emulator, core_v1
+        )
+        failing = TaskKey.from_wire(ended["key"])
 
         async def finish_failed() -> bool:
             return "finishing 1 pods failed" in watcher.log.read_text(errors="replace")

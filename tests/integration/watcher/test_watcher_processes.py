@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from pipeline import launches
 from pipeline.config import Settings
 from pipeline.messages import TaskEvent, TaskKey
 from pipeline.sandbox.kube import KubeEmulator
-from pipeline.tasklogs import decode_task_log
 from pipeline.watcher.checkpoint import Checkpoint
 from tests.fixtures.kafka import read_all
 from tests.fixtures.polling import eventually
 from tests.integration.watcher.support import (
     WatcherProcess,
+    a_failed_end_with_a_slow_log_read,
     by_task,
     create_pod,
     delete_pod,
     ids_per_fact,
+    kept_for,
     summary,
     task,
     terminal,
@@ -101,16 +101,11 @@ async def test_a_kept_pod_whose_end_was_checkpointed_before_its_log_was_kept_get
     finishing (log kept, launch record written): the restart still finishes it, though the
     pod is kept (only the policy's deletions are the sweep's to retry)."""
     watcher = WatcherProcess(tmp_path / "watcher.log")
-    warmup, failing = task(0), task(1)
     try:
-        await watcher.start()
-        await create_pod(core_v1, warmup)
-        await wait_for_ends(watcher_settings, [warmup])
-        await create_pod(core_v1, failing, run_seconds=1.0, exit_code=3)
-        kube_emulator.faults.update(latency_seconds=8.0)  # the log read takes that long
-        found = await wait_for_ends(watcher_settings, [failing], timeout_s=60)
-        ended = terminal(found, failing)
-        assert ended is not None and ended["state"] == "failed"
+        ended = await a_failed_end_with_a_slow_log_read(
+            watcher, watcher_settings, kube_emulator, core_v1
+        )
+        failing = TaskKey.from_wire(ended["key"])
         await eventually(lambda: checkpoint_past(watcher_settings, ended), timeout_s=5)
         assert not await kept_for(watcher_settings, failing), "finished before the kill"
         await watcher.kill()
@@ -126,14 +121,3 @@ async def checkpoint_past(settings: Settings, event: TaskEvent) -> bool:
     saved = await read_all(settings, settings.topic.watcher_checkpoints)
     last = Checkpoint.read(saved[-1].value) if saved else None
     return last is not None and int(last.resource_version) >= int(event["resource_version"])
-
-
-async def kept_for(settings: Settings, key: TaskKey) -> bool:
-    """Its log on the logs topic and its `finished` record on the launch ledger."""
-    logs = [decode_task_log(r.value) for r in await read_all(settings, settings.topic.logs)]
-    records = [launches.decode_record(r.value)
-               for r in await read_all(settings, settings.topic.launches)]  # fmt: skip
-    return any(TaskKey.from_wire(log["key"]) == key for log in logs) and any(
-        r is not None and TaskKey.from_wire(r["key"]) == key and r["status"] == "finished"
-        for r in records
-    )
