@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 
 from pipeline.config import KafkaSettings, TopicSettings
@@ -224,6 +225,35 @@ async def fetch_highwaters(
             while pending := [tp for tp in wanted if consumer.highwater(tp) is None]:
                 await consumer.getmany(*pending, timeout_ms=200, max_records=1)
         return {tp: int(consumer.highwater(tp)) for tp in wanted}
+
+
+async def config_drift(
+    kafka: KafkaSettings, topics: TopicSettings, names: Iterable[str]
+) -> dict[str, dict[str, tuple[str | None, str]]]:
+    """Per existing topic, the configs it would be created with that it does not have:
+    name -> (what it has, what `TopicSettings.configs` wants). Topics are created once, so a
+    setting changed later (say, the launch ledger's retention) shows here until an operator
+    alters the topic with the cluster's own tools."""
+    wanted = {name: topics.configs(name) for name in names}
+    wanted = {name: configs for name, configs in wanted.items() if configs}
+    if not wanted:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+    admin = AIOKafkaAdminClient(**connection_options(kafka), client_id=f"{kafka.client_id}-admin")
+    async with started(admin, kafka):
+        responses = await admin.describe_configs(resources)
+    drift: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for response in responses:
+        for _, _, _, name, entries in response.resources:
+            have = {entry[0]: entry[1] for entry in entries}
+            differ = {
+                key: (have.get(key), value)
+                for key, value in wanted.get(name, {}).items()
+                if have.get(key) != value
+            }
+            if differ:
+                drift[name] = differ
+    return drift
 
 
 async def topic_partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:

@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pipeline import messages
 from pipeline.cli.common import CliError, console, err_console, run, settings, topic_name
 from pipeline.config import Settings
-from pipeline.kafka import count_records, create_topics, make_consumer, started
+from pipeline.kafka import config_drift, count_records, create_topics, make_consumer, started
 
 topics_app = typer.Typer(help="Manage the pipeline's topics.", no_args_is_help=True)
 
@@ -26,13 +26,18 @@ def create(
         int | None, typer.Option("--partitions", min=1, help="Partitions per topic.")
     ] = None,
 ) -> None:
-    """Create every pipeline topic that does not exist yet (the state topic compacted)."""
+    """Create every pipeline topic that does not exist yet (the state topic compacted); say
+    where an existing one's configs differ from what it would be created with."""
     config = settings(ctx)
     if partitions is not None:
         config.topic.partitions = partitions
     created = run(create_topics(config.kafka, config.topic))
+    existing = [name for name in config.topic.all_names() if name not in created]
+    drift = run(config_drift(config.kafka, config.topic, existing))
     for name in config.topic.all_names():
-        console.print(f"{'created' if name in created else 'exists '} {name}")
+        console.print(f"{'created' if name in created else 'exists '} {name}", markup=False)
+        for key, (have, want) in drift.get(name, {}).items():
+            console.print(f"        {key} is {have or 'unset'}, wanted {want}", markup=False)
 
 
 def record_json(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:

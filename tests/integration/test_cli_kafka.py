@@ -138,6 +138,20 @@ async def test_topics_create_is_idempotent(settings: Settings) -> None:
     assert "created" not in second and second.count("exists") == topic_count
 
 
+async def test_topics_create_says_where_an_existing_topic_differs_from_the_settings(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = await pipeline_cli("topics", "create")
+    assert code == 0, err
+    monkeypatch.setenv("PIPELINE_TOPIC_LAUNCHES_RETENTION_S", "3600")  # a shorter ledger
+    code, out, err = await pipeline_cli("topics", "create")
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index(f"exists  {settings.topic.launches}")
+    assert lines[at + 1].split() == ["retention.ms", "is", "680400000,", "wanted", "4050000"]
+    assert len(lines) == len(settings.topic.all_names()) + 1, "no other topic differs"
+
+
 async def test_tail_prints_matching_records_as_json(topics: Settings) -> None:
     for task in ("a", "b", "a"):
         code, _, err = await pipeline_cli(
