@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 import urllib3
@@ -30,6 +31,7 @@ _T = TypeVar("_T")
 _RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
 _CONNECT_TIMEOUT_S = 10.0
 _BATCH_MAX = 500  # frames handed over at once, at most
+_OPENED: Final[Pod] = {}  # queued when the watch request is answered, before any frame
 
 
 def core_v1(kube: KubeSettings) -> client.CoreV1Api:
@@ -131,10 +133,16 @@ class PodApi:
         frames: asyncio.Queue[Pod | BaseException | None] = asyncio.Queue()
         stream = _RawWatch()  # type: ignore[no-untyped-call]
 
+        @functools.wraps(self.core.list_namespaced_pod)
+        def open_watch(*args: Any, **kwargs: Any) -> Any:
+            response = self.core.list_namespaced_pod(*args, **kwargs)  # its headers are in
+            loop.call_soon_threadsafe(frames.put_nowait, _OPENED)
+            return response
+
         def pump() -> None:
             try:
                 for frame in stream.stream(  # type: ignore[no-untyped-call]
-                    self.core.list_namespaced_pod,
+                    open_watch,
                     self.namespace,
                     label_selector=self.selector,
                     resource_version=resource_version,
@@ -154,6 +162,9 @@ class PodApi:
         try:
             while True:
                 item = await next_unless_stopped(frames, stop)
+                if item is _OPENED:
+                    yield []  # the server took the watch: nothing has changed since
+                    continue
                 batch: list[Pod] = []
                 while item is not None and not isinstance(item, BaseException):
                     batch.append({"type": item["type"], "object": item["raw_object"]})

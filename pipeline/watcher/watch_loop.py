@@ -49,7 +49,9 @@ class PodSource(Protocol):
         """Raw watch frames ({"type", "object"}) until the server ends the stream or stop.
 
         Frames come in batches, in stream order: whatever arrived since the last batch, so a
-        handler can make many changes durable with one round trip instead of one each.
+        handler can make many changes durable with one round trip instead of one each. An
+        empty batch says the server answered the watch: on a quiet cluster a resumed watch
+        may hear nothing else until its first bookmark, a minute later.
         """
         ...
 
@@ -108,6 +110,8 @@ async def list_then_watch(
                 heard = time.monotonic()
             frames = 0
             async for batch in source.watch(rv, stopping):
+                if not batch:  # the watch is open: everything up to rv is in hand
+                    await handler.progressed(rv)
                 rv = await _dispatch(batch, handler) or rv
                 heard = time.monotonic()
                 frames += len(batch)

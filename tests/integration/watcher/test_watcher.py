@@ -200,3 +200,20 @@ async def _all_gone_or_done(api: client.CoreV1Api, gone: list[str]) -> bool:
     return not set(gone) & set(phases) and all(
         p in ("Succeeded", "Failed") for p in phases.values()
     )
+
+
+async def test_a_watch_resumed_on_a_quiet_cluster_is_ready_before_any_change(
+    watcher_settings: Settings, core_v1: client.CoreV1Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from its checkpoint with nothing changing, the watch hears no frame until the
+    API's first bookmark (a minute on the emulator, as on apiserver) or the end of the
+    request: being answered is what makes it ready."""
+    settings = configure(monkeypatch, watch_timeout_s=120)
+    done = task(1)
+    async with watcher_running(settings):
+        await create_pod(core_v1, done)
+        await wait_for_ends(settings, [done])
+    relists = metric("pipeline_watcher_gone_total", namespace="default")
+    async with watcher_running(settings) as stage:  # ready within 15 s, or it raises
+        assert stage.ready
+    assert metric("pipeline_watcher_gone_total", namespace="default") == relists, "resumed"
