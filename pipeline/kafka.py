@@ -244,7 +244,9 @@ async def config_drift(
         responses = await admin.describe_configs(resources)
     drift: dict[str, dict[str, tuple[str | None, str]]] = {}
     for response in responses:
-        for _, _, _, name, entries in response.resources:
+        for error_code, _, _, name, entries in response.resources:
+            if error_code != 0:  # gone meanwhile, or not ours to read: nothing to compare
+                continue
             have = {entry[0]: entry[1] for entry in entries}
             differ = {
                 key: (have.get(key), value)

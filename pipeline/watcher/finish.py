@@ -116,7 +116,7 @@ class Finisher:
                 )
             metrics.FINISH_RETRIES.inc()
             await sleep_unless_stopped(stopping, delay_s)
-            batch = [o for o in batch if o.uid in self._unfinished]  # the sweep's, meanwhile
+            batch = [o for o in batch if o.uid in self._unfinished]  # not the sweep's since
 
     async def finish(self, ended: Sequence[PodObservation], *, clean_up: bool = True) -> None:
         """Keep the logs, write the launch records, then delete the pods the policy picks."""
