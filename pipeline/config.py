@@ -360,8 +360,18 @@ class ReducerSettings(SettingsGroup):
     queued_timeout_s: float = Field(
         600.0, gt=0, description="Queued without launch this long: re-drive once, then fail."
     )
-    sweep_interval_s: float = Field(30.0, gt=0, description="How often the sweeper looks.")
+    sweep_interval_s: float = Field(
+        30.0, gt=0, description="How often the sweeper and the retention pass look."
+    )
     history_limit: int = Field(50, ge=1, description="Transitions kept per task state.")
+    retention_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="How long a finished try's state is kept after its last change: older "
+        "ones are forgotten (a tombstone on the state topic), and a record older than this "
+        "for a try no longer held is not folded, so memory holds this window's tries. "
+        "0: forever.",
+    )
     api_port: int = Field(8090, ge=1, le=65535, description="Query API port (faust web).")
     api_url: str | None = Field(
         None,

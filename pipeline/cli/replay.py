@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -111,6 +112,14 @@ def diff(rebuilt: list[dict[str, Any]], live: list[dict[str, Any]]) -> dict[str,
     }
 
 
+def forgotten(config: Settings, state: dict[str, Any]) -> bool:
+    """Whether the reducer's retention has forgotten this refolded try (not a difference)."""
+    from pipeline.reducer.retention import forgettable, horizon
+
+    horizon_s = horizon(time.time(), config.reducer.retention_s)
+    return horizon_s is not None and forgettable(state, horizon_s)  # type: ignore[arg-type]
+
+
 def show_diff(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(result).decode())
@@ -177,6 +186,7 @@ async def _replay(config: Settings, topic: str, options: dict[str, Any]) -> None
             (dict(s) for s in rebuild_records(records, config).values()), key=key_text
         )
         if options["diff"]:
+            states = [s for s in states if not forgotten(config, s)]
             live = fetch(api_url(config), "/tasks?limit=10000")["tasks"]
             if options["key"]:
                 keys = {key_text(s) for s in states}
@@ -220,7 +230,12 @@ def replay(
         str | None, typer.Option("--until", help="With --rebuild: stop at this time/offset.")
     ] = None,
     compare: Annotated[
-        bool, typer.Option("--diff", help="Rebuild and compare with the live state.")
+        bool,
+        typer.Option(
+            "--diff",
+            help="Rebuild and compare with the live state (leaving out the finished tries "
+            "the reducer's retention has forgotten).",
+        ),
     ] = False,
     into: Annotated[
         str | None, typer.Option("--into", help="Re-publish the range to this topic.")

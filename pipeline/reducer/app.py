@@ -45,6 +45,7 @@ from pipeline.messages import (
     encode,
     make_dead_letter,
 )
+from pipeline.reducer import retention
 from pipeline.reducer.fold import (
     LogRef,
     Outcome,
@@ -105,6 +106,8 @@ class Batch:
     """What folding one fetch produced: the touched states and what is dead-lettered."""
 
     now: float
+    horizon: float | None
+    """Records from before it about tries the table does not hold are not folded."""
     touched: dict[bytes, tuple[int, TaskState, bytes]] = field(default_factory=dict)
     """Per key: the changelog partition, the newest state and that state as written."""
     letters: list[tuple[ConsumerRecord[bytes, bytes], InvalidMessage]] = field(default_factory=list)
@@ -148,6 +151,7 @@ class Reducer:
         self.app.topics.add(self.source)
         self.max_bytes = settings.kafka.max_message_bytes
         self.history_limit = settings.reducer.history_limit
+        self.retention_s = settings.reducer.retention_s
         self.outcomes: Counter[str] = Counter()
         self.throughput = Throughput()
         self.timeline = Timeline()
@@ -164,7 +168,8 @@ class Reducer:
         fetch is folded over the states already in the table.
         """
         try:
-            batch = Batch(time.time())
+            now = time.time()
+            batch = Batch(now, retention.horizon(now, self.retention_s))
             for partition_records in records.values():
                 for record in partition_records:
                     self.fold_one(record, batch)
@@ -199,9 +204,32 @@ class Reducer:
         queues each write in a per-key buffer; this is the same two steps, the write sent
         as the already encoded `value` straight to the producer.
         """
-        self.store.put_encoded(key, value)
+        self.store.put_encoded(key, value, partition)
         self.arrivals.put(key, state)
         return await self.app.producer.send(self.changelog, key, value, partition, None, None)
+
+    async def forget(self, keys: list[bytes], horizon_s: float) -> int:
+        """Forget the finished tries among `keys` still older than the horizon: out of the
+        table and the listing, and a tombstone to the changelog partition each was written
+        to. Returns how many; the tombstones are acknowledged when it returns.
+
+        Each state is judged and dropped with no wait in between, so a fold cannot slip a
+        newer state in; a tombstone lost to a crash brings the try back at recovery, to be
+        forgotten again by the next pass.
+        """
+        sends = []
+        for key in keys:
+            state = self.state_of(key)
+            if state is None or not retention.forgettable(state, horizon_s):
+                continue
+            partition = self.store.partition_of(key)
+            self.store.forget(key)
+            self.arrivals.forget(key)
+            if partition is not None:
+                send = self.app.producer.send(self.changelog, key, None, partition, None, None)
+                sends.append(await send)
+        await self.acknowledged(sends)
+        return len(sends)
 
     @property
     def changelog(self) -> str:
@@ -219,12 +247,12 @@ class Reducer:
         try:
             if record.topic == self.topics.events:
                 task_event = decode_event(raw, max_bytes=self.max_bytes)
-                key = state_key(task_event["key"])
+                key, when = state_key(task_event["key"]), task_event["observed_at"]
                 before = self.current(key, batch)
                 state, outcome = fold_event(before, task_event, limit)
             elif record.topic == self.topics.logs:
                 log_record = decode_task_log(raw, max_bytes=self.max_bytes)
-                key = state_key(log_record["key"])
+                key, when = state_key(log_record["key"]), log_record["captured_at"]
                 ref: LogRef = {
                     "partition": record.partition,
                     "offset": record.offset,
@@ -241,6 +269,7 @@ class Reducer:
                     EVENTS.labels("invalid_request").inc()
                     return
                 key = state_key(request["key"])
+                when = (request.get("routing") or {}).get("routed_at", request["submitted_at"])
                 before = self.current(key, batch)
                 state, outcome = attach_request(
                     before, request, limit, size=len(raw or b""), keep_bytes=self.max_bytes // 4
@@ -252,12 +281,14 @@ class Reducer:
             log.exception("record dead-lettered after an internal error")
             batch.letters.append((record, InvalidMessage(ErrorCode.INTERNAL, repr(exc))))
             return
+        if before is None and retention.before_horizon(when, batch.horizon):
+            outcome = Outcome.EXPIRED
         batch.outcomes[outcome] += 1
         if outcome is Outcome.ILLEGAL:
             self.refused(state)
         elif outcome is Outcome.APPLIED:
             self.timeline.record(before, state, batch.now)
-        else:
+        else:  # duplicate, stale, expired: nothing to write
             return
         if (kept := fit_encoded(state, self.max_bytes)) is None:
             error = InvalidMessage(ErrorCode.OVERSIZED, "its task state would not fit")
@@ -448,6 +479,7 @@ def main(settings: Settings) -> int:
     cancel_api.register(reducer)
     logs_api.register(reducer)
     sweeper.register(reducer)
+    retention.register(reducer)
     worker = ReducerWorker(
         reducer.app,
         shutdown_timeout_s=runtime.shutdown_timeout_s,

@@ -63,6 +63,9 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     STALE = "stale"
     ILLEGAL = "illegal"
+    EXPIRED = "expired"
+    """Never the fold's: the reducer's, for a record from before its retention horizon about
+    a try it does not hold (see `pipeline.reducer.retention`)."""
 
 
 class Transition(TypedDict):

@@ -150,6 +150,10 @@ class Arrivals:
         new = self.cell_of[key] = cell(state)
         self.cells[new] += 1
 
+    def forget(self, key: bytes) -> None:
+        if (old := self.cell_of.pop(key, None)) is not None:
+            self.cells[old] -= 1
+
     def summary(self) -> dict[str, Any]:
         """The `/stats` counts: tasks, by state, by executor, and by `executor:state`."""
         by_state: Counter[str] = Counter()

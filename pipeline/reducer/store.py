@@ -78,8 +78,19 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         super().__post_init__()
         self.data = EncodedStates()
 
-    def put_encoded(self, key: bytes, value: bytes) -> None:
+    def put_encoded(self, key: bytes, value: bytes, partition: int) -> None:
+        """Keep a state the fold wrote to `partition` of the changelog. Its partition is
+        kept too (faust's own writes skip it), so a rebalance that moves the partition away
+        drops the state here, and a tombstone for it goes where the state went."""
         self.data.put_encoded(key, value)
+        self._key_partition[key] = partition
+
+    def partition_of(self, key: bytes) -> int | None:
+        return self._key_partition.get(key)
+
+    def forget(self, key: bytes) -> None:
+        self.data.pop(key, None)
+        self._key_partition.pop(key, None)
 
     def apply_changelog_batch(
         self,
