@@ -30,7 +30,12 @@ async def test_replicas_route_queries_to_the_owner_and_take_over_a_dead_one(
 ) -> None:
     await publish_events(topics)
     expected = await rebuilt(topics)
-    a, b = reducer_process(), reducer_process()
+    a = reducer_process()
+    # `a` folds every task live before `b` joins, so the split below also shows that `a`
+    # lets go of the states it wrote to the partitions it hands over.
+    await a.wait_for("/stats", lambda body: body["tasks"] == TASKS, scope="local")
+    b = reducer_process()
+    await b.wait_for("/stats", lambda body: body["tasks"] > 0, scope="local")
 
     def split(body: dict[str, Any]) -> bool:
         return body["tasks"] == TASKS and body["replicas"] == 2
