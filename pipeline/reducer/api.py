@@ -29,7 +29,7 @@ from faust.web import Request, Response, View
 from pipeline import runtime
 from pipeline.messages import TaskKey
 from pipeline.reducer import timeline
-from pipeline.reducer.fold import state_key
+from pipeline.reducer.fold import TaskState, state_key
 from pipeline.reducer.listing import QueryError, TaskQuery
 
 if TYPE_CHECKING:
@@ -49,9 +49,23 @@ def task_prefix(dag: str, task: str, run: str, map_index: int) -> bytes:
     return state_key(TaskKey(dag, task, run, map_index, 0).to_wire())[:-2]
 
 
+def every_try(reducer: Reducer, owner: TaskKey) -> list[TaskState]:
+    """Every try of `owner`'s task instance this replica holds, by try number: a walk over
+    the table's keys (as many as the retention keeps; they are not indexed by task)."""
+    prefix = task_prefix(owner.dag_id, owner.task_id, owner.run_id, owner.map_index)
+    tries = (reducer.state_of(k) for k in list(reducer.store.data) if k.startswith(prefix))
+    return sorted((s for s in tries if s is not None), key=lambda s: s["key"]["try_number"])
+
+
 def register(reducer: Reducer) -> None:
     """Add the API's views to the reducer's faust web server."""
     app = reducer.app
+    retention_s = reducer.settings.reducer.retention_s
+    forgotten = (
+        f" (or it finished over {retention_s:g} s ago: PIPELINE_REDUCER_RETENTION_S)"
+        if retention_s
+        else ""
+    )
 
     async def peers_json(path: str, query: dict[str, str]) -> list[Any]:
         """Ask every other replica for its local answer."""
@@ -79,13 +93,13 @@ def register(reducer: Reducer) -> None:
             )
         except SameNode:
             pass
-        prefix = task_prefix(owner.dag_id, owner.task_id, owner.run_id, map_index)
-        tries = (reducer.state_of(k) for k in list(reducer.store.data) if k.startswith(prefix))
-        found = sorted((s for s in tries if s is not None), key=lambda s: s["key"]["try_number"])
-        if try_number is not None:
-            found = [s for s in found if s["key"]["try_number"] == try_number]
+        if try_number is not None:  # one try: its own key, whatever the table holds
+            one = reducer.state_of(state_key({**owner.to_wire(), "try_number": try_number}))
+            found = [one] if one is not None else []
+        else:
+            found = every_try(reducer, owner)
         if not found:
-            return view.error(404, f"no state for {owner.partition_key.decode()}")
+            return view.error(404, f"no state for {owner.partition_key.decode()}{forgotten}")
         return view.json({"tasks": found})
 
     for depth, path in enumerate(TASK_PATHS):

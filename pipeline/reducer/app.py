@@ -211,13 +211,14 @@ class Reducer:
     async def forget(self, keys: list[bytes], horizon_s: float) -> int:
         """Forget the finished tries among `keys` still older than the horizon: out of the
         table and the listing, and a tombstone to the changelog partition each was written
-        to. Returns how many; the tombstones are acknowledged when it returns.
+        to. Returns how many; the tombstones are acknowledged when it returns (a failed one
+        raises, and only this pass stops: the fold is not at fault).
 
         Each state is judged and dropped with no wait in between, so a fold cannot slip a
         newer state in; a tombstone lost to a crash brings the try back at recovery, to be
         forgotten again by the next pass.
         """
-        sends = []
+        sends, dropped = [], 0
         for key in keys:
             state = self.state_of(key)
             if state is None or not retention.forgettable(state, horizon_s):
@@ -225,11 +226,13 @@ class Reducer:
             partition = self.store.partition_of(key)
             self.store.forget(key)
             self.arrivals.forget(key)
+            dropped += 1
             if partition is not None:
                 send = self.app.producer.send(self.changelog, key, None, partition, None, None)
                 sends.append(await send)
-        await self.acknowledged(sends)
-        return len(sends)
+        for sent in sends:
+            await sent
+        return dropped
 
     @property
     def changelog(self) -> str:

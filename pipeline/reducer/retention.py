@@ -56,7 +56,7 @@ def before_horizon(when: str, horizon_s: float | None) -> bool:
         return False
     try:
         return parse_time(when).timestamp() < horizon_s
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
@@ -108,6 +108,9 @@ def register(reducer: Reducer) -> None:
     """Run `forget_old` every `reducer.sweep_interval_s` on every replica."""
 
     async def retention_pass() -> None:
-        await forget_old(reducer)
+        try:
+            await forget_old(reducer)
+        except Exception as exc:  # a tombstone not written: the try comes back at recovery
+            log.warning("retention pass stopped: %r", exc)
 
     reducer.app.timer(reducer.settings.reducer.sweep_interval_s, on_leader=False)(retention_pass)

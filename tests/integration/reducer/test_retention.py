@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -51,12 +52,15 @@ async def test_a_finished_try_is_forgotten_and_a_late_event_does_not_bring_it_ba
     late = [success, make_event(LATER, "router", State.QUEUED)]
     await publish(topics, [event_record(topics, e) for e in late])
     await reducer.wait_for("/tasks", lambda body: "later" in held(body))
-    stats = await reducer.get("/stats")
-    assert stats["outcomes"].get("expired") == 1
+    await reducer.wait_for("/stats", lambda body: body["outcomes"].get("expired") == 1)
     assert held(await reducer.get("/tasks")) == {"running": "running", "later": "queued"}
     monkeypatch.setenv("PIPELINE_REDUCER_API_URL", reducer.url)
     code, out, _ = await run_cli("replay", "events", "--diff", "--json")
     assert code == 0 and orjson.loads(out)["only_rebuilt"] == [], "the forgotten try is a diff"
+
+    url = f"{reducer.url}/tasks/retention/finished/run1"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 404 and "RETENTION_S" in await response.text()
 
     reducer.kill()
     recovered = reducer_process()

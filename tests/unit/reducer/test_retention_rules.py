@@ -45,6 +45,7 @@ def test_no_retention_keeps_everything() -> None:
 
 def test_a_time_that_does_not_parse_is_not_before_the_horizon() -> None:
     assert not before_horizon("yesterday", HORIZON)
+    assert not before_horizon(12, HORIZON)  # type: ignore[arg-type]
     assert before_horizon((NOW - timedelta(hours=2)).isoformat(), HORIZON)
 
 
