@@ -110,7 +110,7 @@ class TaskState(TypedDict):
 
 def state_key(key: TaskKeyDict) -> bytes:
     """The state topic's key: the full task key, try included, since each try is a record.
-    Right-sized, since the table keeps one per try for good."""
+    Right-sized, since the table keeps one per try for the retention (days)."""
     encoded = orjson.dumps(
         [key["dag_id"], key["task_id"], key["run_id"], key["map_index"], key["try_number"]]
     )

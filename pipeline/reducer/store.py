@@ -1,12 +1,12 @@
 """The reducer table's storage: every state kept as its JSON, decoded when it is read.
 
-The table holds every try's state for as long as the reducer runs, and a decoded state (its
-dicts, lists and strings) took ~3.8 kB of memory where its JSON takes ~1.1 kB. So the store
-keeps the bytes the fold already wrote to the changelog (or that recovery read from it) and
-decodes a state only when something reads it: the fold, for a key not touched in the same
-fetch, and the API for the states it answers with. Faust's in-memory store is kept for the
-rest (recovery bookkeeping, rebalance cleanup); it is registered as `encoded://` through
-faust's `faust.stores` entry point.
+The table holds every try's state for the retention (`pipeline.reducer.retention`, 7 days by
+default), and a decoded state (its dicts, lists and strings) took ~3.8 kB of memory where its
+JSON takes ~1.1 kB. So the store keeps the bytes the fold already wrote to the changelog (or
+that recovery read from it) and decodes a state only when something reads it: the fold, for a
+key not touched in the same fetch, and the API for the states it answers with. Faust's
+in-memory store is kept for the rest (recovery bookkeeping, rebalance cleanup); it is
+registered as `encoded://` through faust's `faust.stores` entry point.
 
 Recovery keeps a changelog record only if it is a valid state of the try its key names: the
 state topic is a topic like any other, and a record nobody checked would be found only when
@@ -89,7 +89,8 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         return self._key_partition.get(key)
 
     def forget(self, key: bytes) -> None:
-        self.data.pop(key, None)
+        if key in self.data:  # `del`, not `pop`: a pop would decode the state it drops
+            del self.data[key]
         self._key_partition.pop(key, None)
 
     def apply_changelog_batch(
