@@ -350,6 +350,15 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def epoch_s(text: object) -> float | None:
+    """A wire timestamp as epoch seconds, or None when it is not one the parser takes (a
+    value the schema let through can still be a date that does not exist)."""
+    try:
+        return parse_time(text).timestamp()  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return None
+
+
 def event_id(key: TaskKey, source: str, state: str, discriminator: str = "") -> str:
     """Deterministic id: the same fact reported twice gets the same id, so it dedupes."""
     material = orjson.dumps([*key.to_wire().values(), source, state, discriminator])

@@ -26,7 +26,7 @@ from pipeline.kube import client_configuration
 from pipeline.launcher import metrics
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater
 from pipeline.launcher.merge import JsonObj
-from pipeline.messages import CancelInfo, TaskKey, parse_time
+from pipeline.messages import CancelInfo, TaskKey, epoch_s
 from pipeline.podlogs import PodLogs, PodLogUnavailable
 from pipeline.pods import CANCEL_ANNOTATION, key_from_annotations
 
@@ -279,11 +279,8 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _created_before(pod: dict[str, Any], epoch_s: float | None) -> bool:
-    created = (pod.get("metadata") or {}).get("creationTimestamp")
-    if epoch_s is None or not isinstance(created, str):
+def _created_before(pod: dict[str, Any], before_s: float | None) -> bool:
+    if before_s is None:
         return False
-    try:
-        return parse_time(created).timestamp() < epoch_s
-    except ValueError:
-        return False
+    created = epoch_s((pod.get("metadata") or {}).get("creationTimestamp"))
+    return created is not None and created < before_s

@@ -55,11 +55,11 @@ from pipeline.messages import (
     TaskRequest,
     decode_request,
     encode,
+    epoch_s,
     looks_like_control,
     make_cancelled,
     make_dead_letter,
     make_event,
-    parse_time,
 )
 from pipeline.pods import managed_selector, pod_name
 
@@ -353,10 +353,9 @@ class LauncherStage(runtime.Stage):
         horizon = self.ledger.horizon()
         if horizon is None:
             return None
-        try:
-            submitted_s = parse_time(request["submitted_at"]).timestamp()
-        except ValueError:
-            return None  # valid by the schema, but not to the parser: its age is unknown
+        submitted_s = epoch_s(request["submitted_at"])
+        if submitted_s is None:  # valid by the schema, but not to the parser: age unknown
+            return None
         if submitted_s >= horizon or self.ledger.status(key) is not None:
             return None
         days = self.settings.topic.launches_retention_s / 86400

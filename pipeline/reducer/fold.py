@@ -34,7 +34,7 @@ from pipeline.messages import (
     TaskKey,
     TaskKeyDict,
     TaskRequest,
-    parse_time,
+    epoch_s,
     right_sized,
 )
 from pipeline.routing import queued_event
@@ -287,10 +287,8 @@ def _is_newer_hold(current: TaskState, event: TaskEvent) -> bool:
 
 def _order(observed_at: str, event_id: str) -> tuple[float, str]:
     """A total order on events by time, then id; a time the parser refuses sorts first."""
-    try:
-        return parse_time(observed_at).timestamp(), event_id
-    except ValueError:
-        return float("-inf"), event_id
+    at = epoch_s(observed_at)
+    return (float("-inf") if at is None else at), event_id
 
 
 def _is_redrive(current: TaskState | None, event: TaskEvent) -> bool:

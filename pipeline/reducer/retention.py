@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import prometheus_client
 
-from pipeline.messages import TERMINAL_STATES, parse_time
+from pipeline.messages import TERMINAL_STATES, epoch_s
 from pipeline.reducer.fold import TaskState
 from pipeline.reducer.listing import Arrivals
 
@@ -54,10 +54,8 @@ def before_horizon(when: str, horizon_s: float | None) -> bool:
     """Whether the time `when` lies before the horizon (a time that does not parse does not)."""
     if horizon_s is None:
         return False
-    try:
-        return parse_time(when).timestamp() < horizon_s
-    except (ValueError, TypeError):
-        return False
+    at = epoch_s(when)
+    return at is not None and at < horizon_s
 
 
 def forgettable(state: TaskState, horizon_s: float) -> bool:

@@ -223,3 +223,9 @@ def test_cancelled_event_carries_who_and_why_and_dedupes_per_source() -> None:
     again = messages.make_cancelled(key, "launcher", info)
     assert again["event_id"] == event["event_id"]
     assert State.CANCELLED in messages.TERMINAL_STATES
+
+
+def test_epoch_s_reads_a_wire_time_and_gives_none_for_what_the_parser_refuses() -> None:
+    assert messages.epoch_s("1970-01-01T00:01:00Z") == 60.0
+    assert messages.epoch_s("2026-02-30T00:00:00Z") is None  # a date-time shape, no such day
+    assert messages.epoch_s(None) is None
