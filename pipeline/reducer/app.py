@@ -204,7 +204,7 @@ class Reducer:
         queues each write in a per-key buffer; this is the same two steps, the write sent
         as the already encoded `value` straight to the producer.
         """
-        self.store.put_encoded(key, value, partition)
+        self.store.put_encoded(key, state, value, partition)
         self.arrivals.put(key, state)
         return await self.app.producer.send(self.changelog, key, value, partition, None, None)
 

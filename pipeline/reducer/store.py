@@ -4,7 +4,9 @@ The table holds every try's state for the retention (`pipeline.reducer.retention
 default), and a decoded state (its dicts, lists and strings) took ~3.8 kB of memory where its
 JSON takes ~1.1 kB. So the store keeps the bytes the fold already wrote to the changelog (or
 that recovery read from it) and decodes a state only when something reads it: the fold, for a
-key not touched in the same fetch, and the API for the states it answers with. Faust's
+key not touched in the same fetch, and the API for the states it answers with. A finished
+state is held deflated (`pipeline.reducer.packing`), ~250 bytes: a try's state is packed once,
+when it finishes, and the live ones the fold reads stay plain JSON. Faust's
 in-memory store is kept for the rest (recovery bookkeeping, rebalance cleanup); it is
 registered as `encoded://` through faust's `faust.stores` entry point.
 
@@ -25,8 +27,9 @@ import prometheus_client
 from faust.stores import memory
 from faust.types import EventT
 
-from pipeline.messages import InvalidMessage, Kind, decode, right_sized
-from pipeline.reducer.fold import TaskState, state_key
+from pipeline.messages import ErrorCode, InvalidMessage, Kind, decode, right_sized
+from pipeline.reducer.fold import TaskState, is_terminal, state_key
+from pipeline.reducer.packing import pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +40,23 @@ REJECTED = prometheus_client.Counter(
 
 
 class EncodedStates(MutableMapping[bytes, TaskState]):
-    """State key -> state, held as JSON bytes; each read decodes a fresh dict."""
+    """State key -> state, held as JSON bytes (packed once finished); each read decodes a
+    fresh dict."""
 
     def __init__(self) -> None:
         self._raw: dict[bytes, bytes] = {}
 
     def __getitem__(self, key: bytes) -> TaskState:
-        state: TaskState = orjson.loads(self._raw[key])
+        state: TaskState = orjson.loads(unpack(self._raw[key]))
         return state
 
     def __setitem__(self, key: bytes, state: TaskState) -> None:
-        self._raw[key] = right_sized(orjson.dumps(state))
+        self.put_encoded(key, orjson.dumps(state), finished=is_terminal(state["state"]))
 
-    def put_encoded(self, key: bytes, value: bytes) -> None:
-        """Keep a state already encoded (as written to, or read from, the changelog)."""
-        self._raw[key] = right_sized(value)
+    def put_encoded(self, key: bytes, value: bytes, *, finished: bool) -> None:
+        """Keep a state already encoded (as written to, or read from, the changelog);
+        `finished` says it is terminal, so it is held packed."""
+        self._raw[key] = pack(value) if finished else right_sized(value)
 
     def __delitem__(self, key: bytes) -> None:
         del self._raw[key]
@@ -78,11 +83,12 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         super().__post_init__()
         self.data = EncodedStates()
 
-    def put_encoded(self, key: bytes, value: bytes, partition: int) -> None:
-        """Keep a state the fold wrote to `partition` of the changelog. Its partition is
-        kept too (faust's own writes skip it), so a rebalance that moves the partition away
-        drops the state here, and a tombstone for it goes where the state went."""
-        self.data.put_encoded(key, value)
+    def put_encoded(self, key: bytes, state: TaskState, value: bytes, partition: int) -> None:
+        """Keep `state`, encoded as `value`, that the fold wrote to `partition` of the
+        changelog. Its partition is kept too (faust's own writes skip it), so a rebalance
+        that moves the partition away drops the state here, and a tombstone for it goes
+        where the state went."""
+        self.data.put_encoded(key, value, finished=is_terminal(state["state"]))
         self._key_partition[key] = partition
 
     def partition_of(self, key: bytes) -> int | None:
@@ -108,21 +114,22 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
                 self.data.pop(key, None)
                 self._key_partition.pop(key, None)
                 continue
-            if (problem := _problem(key, value)) is not None:
+            try:
+                state = _state_of(key, value)
+            except InvalidMessage as exc:
                 REJECTED.inc()
                 where = {"partition": event.message.partition, "offset": event.message.offset}
-                log.warning("state record refused at recovery: %s", problem, extra=where)
+                log.warning("state record refused at recovery: %s", exc, extra=where)
                 continue
             self._key_partition[key] = event.message.partition
-            self.data.put_encoded(key, value)
+            self.data.put_encoded(key, value, finished=is_terminal(state["state"]))
 
 
-def _problem(key: bytes, value: bytes) -> str | None:
-    """Why `value` is not a state of the try `key` names, or None when it is one."""
-    try:  # its size was the broker's to bound: any record it took is read
-        state: TaskState = decode(Kind.TASK_STATE, value, max_bytes=len(value))
-    except InvalidMessage as exc:
-        return str(exc)
+def _state_of(key: bytes, value: bytes) -> TaskState:
+    """`value` decoded, when it is a state of the try `key` names; InvalidMessage says why
+    it is not."""
+    # its size was the broker's to bound: any record it took is read
+    state: TaskState = decode(Kind.TASK_STATE, value, max_bytes=len(value))
     if state_key(state["key"]) != key:
-        return "its state belongs to another try than its record key names"
-    return None
+        raise InvalidMessage(ErrorCode.SCHEMA, "its state belongs to another try than its key")
+    return state
