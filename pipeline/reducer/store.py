@@ -111,8 +111,7 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
             key = to_key(event.key)
             value = event.message.value
             if value is None:
-                self.data.pop(key, None)
-                self._key_partition.pop(key, None)
+                self.forget(key)
                 continue
             try:
                 state = _state_of(key, value)
