@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import prometheus_client
 
-from pipeline.messages import TERMINAL_STATES, epoch_s
-from pipeline.reducer.fold import TaskState
+from pipeline.messages import epoch_s
+from pipeline.reducer.fold import TaskState, is_terminal
 from pipeline.reducer.listing import Arrivals
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def before_horizon(when: str, horizon_s: float | None) -> bool:
 
 def forgettable(state: TaskState, horizon_s: float) -> bool:
     """A finished try whose last change is older than the horizon."""
-    return state["state"] in TERMINAL_STATES and before_horizon(state["updated_at"], horizon_s)
+    return is_terminal(state["state"]) and before_horizon(state["updated_at"], horizon_s)
 
 
 def old_keys(arrivals: Arrivals, horizon_s: float, limit: int) -> list[bytes]:
@@ -79,7 +79,7 @@ def old_keys(arrivals: Arrivals, horizon_s: float, limit: int) -> list[bytes]:
 def _finished_by_arrival(arrivals: Arrivals) -> Iterator[tuple[bytes, TaskState]]:
     """Finished tries in arrival order, each read from the table (its cell says finished)."""
     for key, cell in arrivals.cell_of.items():
-        if cell.partition(":")[2] in TERMINAL_STATES and (state := arrivals.lookup(key)):
+        if is_terminal(cell.partition(":")[2]) and (state := arrivals.lookup(key)):
             yield key, state
 
 
