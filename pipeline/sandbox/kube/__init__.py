@@ -21,7 +21,8 @@ import yaml
 from aiohttp import web
 
 from .admin import admin_routes
-from .discovery import EVENT_RESOURCE, POD_RESOURCE
+from .cluster import STARTING_NAMESPACES, ClusterApi, sandbox_node
+from .discovery import EVENT_RESOURCE, NAMESPACE_RESOURCE, NODE_RESOURCE, POD_RESOURCE
 from .eventapi import EventApi
 from .events import EventRecorder
 from .faults import ErrorRule, FaultConfig, Faults
@@ -90,6 +91,15 @@ class KubeEmulator:
             self.store, self.kubelet, self.faults, bookmark_interval=bookmark_interval, seed=seed
         )
         self.events = EventApi(self.event_store, self.faults, self.api.admit, bookmark_interval)
+        self.cluster = ClusterApi(
+            sandbox_node(mode, capacity),
+            (self.store, self.event_store),
+            self.faults,
+            self.api.admit,
+            bookmark_interval,
+        )
+        for name in sorted({*STARTING_NAMESPACES, namespace}):
+            self.cluster.ensure_namespace(name)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.kubeconfig_path = Path()
@@ -112,8 +122,9 @@ class KubeEmulator:
 
     async def start(self) -> None:
         admin = admin_routes(self.faults, self.kubelet, self.api.stats)
-        served = (POD_RESOURCE, EVENT_RESOURCE)
-        app = build_app(self.api, self.token, admin + self.events.routes(), served)
+        served = (POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE)
+        routes = admin + self.events.routes() + self.cluster.routes()
+        app = build_app(self.api, self.token, routes, served)
         self._runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -133,6 +144,7 @@ class KubeEmulator:
     async def close(self) -> None:
         self.api.close_watches()
         self.events.events.close_watches()
+        self.cluster.close_watches()
         await self.kubelet.close()
         if self._runner is not None:
             await self._runner.cleanup()

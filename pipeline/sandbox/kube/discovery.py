@@ -52,6 +52,8 @@ class Resource:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     subresources: tuple[Subresource, ...] = field(default_factory=tuple)
+    namespaced: bool = True
+    documented: bool = True  # the emulator ships its OpenAPI schema (`kubectl explain`)
 
     @property
     def group_version(self) -> str:
@@ -72,6 +74,16 @@ POD_RESOURCE = Resource(
 EVENT_RESOURCE = Resource(
     "", "v1", "events", "event", "Event", ("create", "delete", "get", "list", "watch"), ("ev",)
 )
+
+NODE_RESOURCE = Resource(
+    "", "v1", "nodes", "node", "Node", ("get", "list", "watch"), ("no",),
+    namespaced=False, documented=False,
+)  # fmt: skip
+
+NAMESPACE_RESOURCE = Resource(
+    "", "v1", "namespaces", "namespace", "Namespace", ("create", "get", "list", "watch"),
+    ("ns",), namespaced=False, documented=False,
+)  # fmt: skip
 
 
 def discovery_routes(resources: Sequence[Resource]) -> list[web.RouteDef]:
@@ -128,7 +140,7 @@ def resource_list(group_version: str, resources: Sequence[Resource]) -> JsonObj:
         entry: JsonObj = {
             "name": r.name,
             "singularName": r.singular,
-            "namespaced": True,
+            "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": list(r.verbs),
             **_names(r),
@@ -139,7 +151,7 @@ def resource_list(group_version: str, resources: Sequence[Resource]) -> JsonObj:
                 {
                     "name": f"{r.name}/{sub.name}",
                     "singularName": "",
-                    "namespaced": True,
+                    "namespaced": r.namespaced,
                     "kind": r.kind,
                     "verbs": list(sub.verbs),
                 }
@@ -199,7 +211,7 @@ def _resource_discovery(r: Resource) -> JsonObj:
     entry: JsonObj = {
         "resource": r.name,
         "responseKind": kind,
-        "scope": "Namespaced",
+        "scope": "Namespaced" if r.namespaced else "Cluster",
         "singularResource": r.singular,
         "verbs": list(r.verbs),
         **_names(r),

@@ -17,6 +17,7 @@ from .collection import Admit, Collection, Printer, json_response
 from .faults import Faults
 from .pods import rfc3339
 from .selectors import EVENT_FIELD_PATHS
+from .server import read_json
 from .status import JsonObj, bad_request
 from .store import PodStore
 from .table import human_duration, parse_time
@@ -95,7 +96,7 @@ class EventApi:
 
     async def create(self, request: web.Request) -> web.Response:
         await self._admit("create")
-        body = await request.json()
+        body = await read_json(request)
         if not isinstance(body, dict) or not isinstance(body.get("involvedObject"), dict):
             raise bad_request("an Event needs an involvedObject")
         namespace = request.match_info["namespace"]

@@ -39,7 +39,7 @@ def list_pods(
     if limit is not None and len(items) > limit:
         items = items[:limit]
         last = items[-1]["metadata"]
-        metadata["continue"] = _encode_token(list_rv, (last["namespace"], last["name"]))
+        metadata["continue"] = _encode_token(list_rv, (last.get("namespace", ""), last["name"]))
     return {"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": items}
 
 

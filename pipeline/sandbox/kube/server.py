@@ -112,7 +112,7 @@ class PodApi:
         )
         try:
             await self.admit("create")
-            body = parse_body(await _read_json(request), request.match_info["namespace"])
+            body = parse_body(await read_json(request), request.match_info["namespace"])
             body, warnings = _decode(request, body)
             pod = new_pod(body, self._random)
             _check(pod, validate_pod(pod))
@@ -136,14 +136,14 @@ class PodApi:
     async def replace(self, request: web.Request) -> web.Response:
         await self.admit("update")
         old = self.store.get(_key(request))
-        body = parse_body(await _read_json(request), request.match_info["namespace"])
+        body = parse_body(await read_json(request), request.match_info["namespace"])
         body, warnings = _decode(request, body)
         return json_response(self._update(request, old, body), warnings=warnings)
 
     async def patch(self, request: web.Request) -> web.Response:
         await self.admit("patch")
         old = self.store.get(_key(request))
-        patched = apply_patch(request.content_type, old, await _read_json(request))
+        patched = apply_patch(request.content_type, old, await read_json(request))
         patched, warnings = _decode(request, patched)
         return json_response(self._update(request, old, patched), warnings=warnings)
 
@@ -282,7 +282,7 @@ def _probe_routes() -> list[web.RouteDef]:
     return [web.get(p, ok) for p in ("/healthz", "/livez", "/readyz")]
 
 
-async def _read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     try:
         return orjson.loads(raw)
@@ -291,8 +291,8 @@ async def _read_json(request: web.Request) -> Any:
 
 
 async def _delete_options(request: web.Request) -> JsonObj:
-    body = await request.read()  # aiohttp caches it, so _read_json reads it again for free
-    options: Any = await _read_json(request) if body.strip() else {}
+    body = await request.read()  # aiohttp caches it, so read_json reads it again for free
+    options: Any = await read_json(request) if body.strip() else {}
     if not isinstance(options, dict):
         raise bad_request("DeleteOptions must be a JSON object")
     dry_run = request.query.getall("dryRun", [])

@@ -64,13 +64,13 @@ def conflict(name: str, resource: str = "pods") -> ApiError:
     return ApiError(409, "Conflict", message, details=_details(name, resource))
 
 
-def invalid(name: str, causes: list[JsonObj]) -> ApiError:
+def invalid(name: str, causes: list[JsonObj], kind: str = "Pod") -> ApiError:
     """422 with one cause per field error, worded like apiserver's field.ErrorList."""
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:
         summary = f"[{summary}]"
-    details = {"name": name, "kind": "Pod", "causes": causes}
-    return ApiError(422, "Invalid", f'Pod "{name}" is invalid: {summary}', details=details)
+    details = {"name": name, "kind": kind, "causes": causes}
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details=details)
 
 
 def bad_request(message: str) -> ApiError:

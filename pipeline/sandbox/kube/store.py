@@ -43,7 +43,8 @@ class Event:
 
 
 def pod_key(pod: JsonObj) -> Key:
-    return pod["metadata"]["namespace"], pod["metadata"]["name"]
+    """(namespace, name); a cluster-scoped object's namespace is ""."""
+    return pod["metadata"].get("namespace", ""), pod["metadata"]["name"]
 
 
 def with_rv(pod: JsonObj, rv: int) -> JsonObj:
@@ -68,6 +69,9 @@ class PodStore:
 
     def __len__(self) -> int:
         return len(self._pods)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._pods
 
     def get(self, key: Key) -> JsonObj:
         pod = self._pods.get(key)

@@ -53,6 +53,59 @@ def test_api_resources_lists_pods_with_their_short_name(cluster: Cluster) -> Non
     }
 
 
+def test_api_resources_lists_nodes_and_namespaces_as_cluster_scoped(cluster: Cluster) -> None:
+    header, *rows = columns(cluster.ok("api-resources", "--api-group=", "--namespaced=false"))
+    found = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert found["nodes"]["SHORTNAMES"] == "no" and found["nodes"]["KIND"] == "Node"
+    assert found["namespaces"]["SHORTNAMES"] == "ns" and found["namespaces"]["KIND"] == "Namespace"
+
+
+def test_get_nodes_shows_ready_nodes(cluster: Cluster) -> None:
+    header, *rows = columns(cluster.ok("get", "nodes"))
+    assert header == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert rows and all(r[1] == "Ready" and r[4].startswith("v1.") for r in rows)
+    wide_header, *_ = columns(cluster.ok("get", "nodes", "-o", "wide"))
+    assert wide_header[5:] == [
+        "INTERNAL-IP",
+        "EXTERNAL-IP",
+        "OS-IMAGE",
+        "KERNEL-VERSION",
+        "CONTAINER-RUNTIME",
+    ]
+
+
+def test_describe_node_lists_the_pods_running_on_it(cluster: Cluster) -> None:
+    name = cluster.name("on-node")
+    cluster.create_pod(name, "sleep 60")
+    wait_for(cluster, name, "condition=Ready")
+    node = cluster.ok("get", "pod", name, "-o", "jsonpath={.spec.nodeName}")
+    described = cluster.ok("describe", "node", node)
+    assert re.search(rf"^Name:\s+{re.escape(node)}$", described, re.MULTILINE)
+    assert re.search(r"^\s+Ready\s+True\s", described, re.MULTILINE)
+    pods = described.split("Non-terminated Pods:", 1)[1].split("Allocated resources:", 1)[0]
+    assert re.search(rf"^\s+{cluster.namespace}\s+{name}\s", pods, re.MULTILINE)
+
+
+def test_create_namespace_then_get_it_active(cluster: Cluster) -> None:
+    namespace = f"team-{uuid.uuid4().hex[:6]}"
+    assert cluster.ok("create", "namespace", namespace) == f"namespace/{namespace} created\n"
+    try:
+        header, *rows = columns(cluster.ok("get", "namespace", namespace))
+        assert header == ["NAME", "STATUS", "AGE"] and rows[0][:2] == [namespace, "Active"]
+        again = cluster.kubectl("create", "namespace", namespace)
+        assert again.returncode == 1
+        assert f'namespaces "{namespace}" already exists' in again.stderr
+    finally:
+        if cluster.emulator is None:  # the emulator's namespaces are never deleted
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_create_namespace_with_a_bad_name_says_why(cluster: Cluster) -> None:
+    result = cluster.kubectl("create", "namespace", "Not_A_Label")
+    assert result.returncode == 1
+    assert 'The Namespace "Not_A_Label" is invalid: metadata.name: Invalid value' in result.stderr
+
+
 def test_get_pods_in_an_empty_namespace_says_so(cluster: Cluster) -> None:
     namespace = f"empty-{uuid.uuid4().hex[:6]}"
     result = cluster.kubectl("get", "pods", f"--namespace={namespace}")

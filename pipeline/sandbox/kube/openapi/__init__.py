@@ -73,6 +73,7 @@ def v3_root(hashes: dict[str, str]) -> JsonObj:
 def openapi_routes(served: Sequence[Resource]) -> list[web.RouteDef]:
     """`/openapi/v3` and one document per served group/version, encoded once."""
     documents: dict[str, bytes] = {}
+    served = [r for r in served if r.documented]
     for group_version in sorted({r.group_version for r in served}):
         path = f"api/{group_version}" if "/" not in group_version else f"apis/{group_version}"
         resources_here = [r for r in served if r.group_version == group_version]

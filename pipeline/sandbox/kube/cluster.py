@@ -1,0 +1,275 @@
+"""The cluster-scoped objects a user looks at first: the one node, and the namespaces.
+
+`kubectl get nodes`, `kubectl describe node` and `kubectl get namespaces` are the first things
+people run against a cluster, so the emulator answers them with what it is: a single node
+(the simulated kubelet, `sandbox-node`, whose capacity is this machine's) and the namespaces
+in use. Unlike apiserver, the emulator takes pods in any namespace; a namespace is listed
+once something is created in it, beside the four every cluster starts with, and
+`kubectl create namespace` works too. Neither resource can be changed or deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from . import protowire
+from .collection import Admit, Collection, Printer, json_response
+from .discovery import SERVER_VERSION
+from .faults import Faults
+from .kubelet import NODE_NAME, Mode
+from .pods import rfc3339
+from .podstatus import HOST_IP
+from .selectors import FieldPaths
+from .server import read_json
+from .status import JsonObj, bad_request, invalid
+from .store import Event, PodStore
+from .table import age
+from .validation import dns_label_errors, invalid_value
+
+DEFAULT_MAX_PODS = 110  # the kubelet's --max-pods default
+STARTING_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+POD_CIDR = "10.244.0.0/24"  # the range pod IPs are given from
+_ROLE_LABEL = "node-role.kubernetes.io/"
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's: no vowels, no look-alikes
+_NAME_PATHS: FieldPaths = {"metadata.name": ("metadata", "name")}
+_NAMESPACE_PATHS: FieldPaths = {**_NAME_PATHS, "status.phase": ("status", "phase")}
+
+
+def _column(name: str, priority: int = 0, fmt: str = "") -> JsonObj:
+    return {"name": name, "type": "string", "format": fmt, "priority": priority, "description": ""}
+
+
+NODE_COLUMNS: list[JsonObj] = [
+    _column("Name", fmt="name"),
+    _column("Status"),
+    _column("Roles"),
+    _column("Age"),
+    _column("Version"),
+    *(_column(n, 1) for n in ("Internal-IP", "External-IP", "OS-Image", "Kernel-Version")),
+    _column("Container-Runtime", 1),
+]
+NAMESPACE_COLUMNS: list[JsonObj] = [_column("Name", fmt="name"), _column("Status"), _column("Age")]
+
+
+def node_row(node: JsonObj, now: float) -> list[Any]:
+    """NAME STATUS ROLES AGE VERSION INTERNAL-IP EXTERNAL-IP OS-IMAGE KERNEL-VERSION RUNTIME."""
+    status, info = node.get("status") or {}, (node.get("status") or {}).get("nodeInfo") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    state = "Ready" if ready else "NotReady"
+    if (node.get("spec") or {}).get("unschedulable"):
+        state += ",SchedulingDisabled"
+    labels = node["metadata"].get("labels") or {}
+    roles = sorted(k.removeprefix(_ROLE_LABEL) for k in labels if k.startswith(_ROLE_LABEL))
+    addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+    return [
+        node["metadata"]["name"],
+        state,
+        ",".join(roles) or "<none>",
+        age(node, now),
+        info.get("kubeletVersion", ""),
+        addresses.get("InternalIP") or "<none>",
+        addresses.get("ExternalIP") or "<none>",
+        info.get("osImage") or "<unknown>",
+        info.get("kernelVersion") or "<unknown>",
+        info.get("containerRuntimeVersion") or "<unknown>",
+    ]
+
+
+def namespace_row(namespace: JsonObj, now: float) -> list[Any]:
+    """NAME STATUS AGE."""
+    phase = (namespace.get("status") or {}).get("phase", "")
+    return [namespace["metadata"]["name"], phase, age(namespace, now)]
+
+
+def sandbox_node(mode: Mode, max_pods: int | None) -> JsonObj:
+    """The simulated kubelet's node: this machine's CPUs and memory, Ready unless it is off."""
+    now = rfc3339()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    memory_ki = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+    capacity = {
+        "cpu": str(os.cpu_count() or 1),
+        "memory": f"{memory_ki}Ki",
+        "pods": str(max_pods or DEFAULT_MAX_PODS),
+    }
+    ready = mode != "off"
+    conditions = [
+        _condition("MemoryPressure", False, "KubeletHasSufficientMemory",
+                   "kubelet has sufficient memory available", now),
+        _condition("DiskPressure", False, "KubeletHasNoDiskPressure",
+                   "kubelet has no disk pressure", now),
+        _condition("PIDPressure", False, "KubeletHasSufficientPID",
+                   "kubelet has sufficient PID available", now),
+        _condition("Ready", ready, "KubeletReady" if ready else "KubeletNotReady",
+                   "kubelet is posting ready status" if ready
+                   else "the sandbox kubelet is off: pods stay Pending", now),
+    ]  # fmt: skip
+    labels = {
+        "kubernetes.io/hostname": NODE_NAME,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+    }
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": NODE_NAME,
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": now,
+            "labels": labels,
+        },
+        "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": HOST_IP},
+                {"type": "Hostname", "address": NODE_NAME},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+                "kernelVersion": platform.release(),
+                "osImage": "Pipeline sandbox",
+                "containerRuntimeVersion": f"sandbox://{mode}",
+                "kubeletVersion": SERVER_VERSION["gitVersion"],
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": arch,
+            },
+        },
+    }
+
+
+def _generated(prefix: Any) -> str:
+    """A name from `generateName`, as apiserver makes one (five random characters)."""
+    if not isinstance(prefix, str) or not prefix:
+        raise bad_request("name or generateName is required")
+    return prefix + "".join(random.choices(_NAME_CHARS, k=5))
+
+
+def _condition(kind: str, true: bool, reason: str, message: str, now: str) -> JsonObj:
+    return {
+        "type": kind,
+        "status": "True" if true else "False",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def new_namespace(name: str, labels: Any = None) -> JsonObj:
+    """An Active namespace carrying `labels` (when they are a mapping) beside its name label."""
+    given = labels if isinstance(labels, dict) else {}
+    return {
+        "kind": "Namespace",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": rfc3339(),
+            "labels": {**given, "kubernetes.io/metadata.name": name},
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+
+
+class ClusterApi:
+    """`/api/v1/nodes` and `/api/v1/namespaces`, read through `Collection` like pods."""
+
+    def __init__(
+        self,
+        node: JsonObj,
+        namespaced_stores: tuple[PodStore, ...],
+        faults: Faults,
+        admit: Admit,
+        bookmark_interval: float,
+    ) -> None:
+        self._admit = admit
+        self.node_store = PodStore(resource="nodes")
+        self.node_store.create(node)
+        self.namespace_store = PodStore(resource="namespaces")
+        for store in namespaced_stores:
+            store.add_listener(self._namespace_in_use)
+        self.nodes = Collection(
+            self.node_store,
+            faults,
+            list_kind="NodeList",
+            printer=Printer(NODE_COLUMNS, node_row),
+            field_paths=_NAME_PATHS,
+            bookmark_interval=bookmark_interval,
+        )
+        self.namespaces = Collection(
+            self.namespace_store,
+            faults,
+            list_kind="NamespaceList",
+            printer=Printer(NAMESPACE_COLUMNS, namespace_row),
+            field_paths=_NAMESPACE_PATHS,
+            bookmark_interval=bookmark_interval,
+        )
+
+    def ensure_namespace(self, name: str) -> None:
+        if ("", name) not in self.namespace_store:
+            self.namespace_store.create(new_namespace(name))
+
+    def close_watches(self) -> None:
+        self.nodes.close_watches()
+        self.namespaces.close_watches()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/v1/nodes", self.list_nodes),
+            web.get("/api/v1/nodes/{name}", self.get_node),
+            web.get("/api/v1/namespaces", self.list_namespaces),
+            web.post("/api/v1/namespaces", self.create_namespace),
+            web.get("/api/v1/namespaces/{name}", self.get_namespace),
+        ]
+
+    async def list_nodes(self, request: web.Request) -> web.StreamResponse:
+        return await self.nodes.list_or_watch(request, self._admit)
+
+    async def get_node(self, request: web.Request) -> web.Response:
+        await self._admit("get")
+        return self.nodes.one(request, self.node_store.get(("", request.match_info["name"])))
+
+    async def list_namespaces(self, request: web.Request) -> web.StreamResponse:
+        return await self.namespaces.list_or_watch(request, self._admit)
+
+    async def get_namespace(self, request: web.Request) -> web.Response:
+        await self._admit("get")
+        found = self.namespace_store.get(("", request.match_info["name"]))
+        return self.namespaces.one(request, found)
+
+    async def create_namespace(self, request: web.Request) -> web.Response:
+        await self._admit("create")
+        if request.content_type == protowire.CONTENT_TYPE:  # kubectl create namespace
+            body = protowire.object_metadata(await request.read())
+        else:
+            body = await read_json(request)
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(meta, dict):
+            raise bad_request("a Namespace needs metadata")
+        name = meta.get("name") or _generated(meta.get("generateName"))
+        errors = dns_label_errors(name)
+        if errors:
+            causes = [invalid_value("metadata.name", name, e) for e in errors]
+            raise invalid(name, causes, "Namespace")
+        created = self.namespace_store.create(new_namespace(name, meta.get("labels")))
+        return json_response(created, 201)
+
+    def _namespace_in_use(self, event: Event) -> None:
+        if event.type == "ADDED":
+            self.ensure_namespace(event.obj["metadata"]["namespace"])

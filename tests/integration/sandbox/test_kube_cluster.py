@@ -1,0 +1,116 @@
+"""The node and the namespaces through the official client: what `kubectl get nodes/ns` reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from pipeline.sandbox.kube import KubeEmulator
+from tests.fixtures.kube import client_configuration, pod_manifest
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_node_is_ready_with_this_machines_capacity(core_v1: client.CoreV1Api) -> None:
+    nodes = await asyncio.to_thread(core_v1.list_node)
+    [node] = nodes.items
+    assert node.metadata.name == "sandbox-node"
+    ready = {c.type: c.status for c in node.status.conditions}
+    assert ready == {
+        "Ready": "True",
+        "MemoryPressure": "False",
+        "DiskPressure": "False",
+        "PIDPressure": "False",
+    }
+    assert int(node.status.capacity["cpu"]) >= 1
+    assert node.status.capacity["memory"].endswith("Ki")
+    assert node.status.node_info.kubelet_version.startswith("v1.")
+    read = await asyncio.to_thread(core_v1.read_node, "sandbox-node")
+    assert read.metadata.uid == node.metadata.uid
+
+
+async def test_pods_run_on_the_node_the_api_lists(core_v1: client.CoreV1Api) -> None:
+    await asyncio.to_thread(core_v1.create_namespaced_pod, "default", pod_manifest("on-node"))
+    pod = await asyncio.to_thread(core_v1.read_namespaced_pod, "on-node", "default")
+    for _ in range(100):
+        if pod.spec.node_name:
+            break
+        await asyncio.sleep(0.02)
+        pod = await asyncio.to_thread(core_v1.read_namespaced_pod, "on-node", "default")
+    node = await asyncio.to_thread(core_v1.read_node, pod.spec.node_name)
+    assert node.status.addresses[0].address == pod.status.host_ip
+
+
+async def test_a_node_of_an_off_kubelet_is_not_ready() -> None:
+    async with KubeEmulator(port=0, mode="off") as emulator:
+        api_client = client.ApiClient(client_configuration(emulator))
+        try:
+            node = await asyncio.to_thread(client.CoreV1Api(api_client).read_node, "sandbox-node")
+        finally:
+            api_client.close()
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "KubeletNotReady")
+
+
+async def test_a_missing_node_is_not_found(core_v1: client.CoreV1Api) -> None:
+    with pytest.raises(ApiException) as raised:
+        await asyncio.to_thread(core_v1.read_node, "no-such-node")
+    assert raised.value.status == 404
+
+
+async def test_namespaces_start_with_the_four_of_every_cluster(core_v1: client.CoreV1Api) -> None:
+    found = await asyncio.to_thread(core_v1.list_namespace)
+    names = [n.metadata.name for n in found.items]
+    assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
+    assert {n.status.phase for n in found.items} == {"Active"}
+
+
+async def test_a_pod_in_a_new_namespace_lists_that_namespace(core_v1: client.CoreV1Api) -> None:
+    await asyncio.to_thread(core_v1.create_namespaced_pod, "team-b", pod_manifest("first"))
+    namespace = await asyncio.to_thread(core_v1.read_namespace, "team-b")
+    assert namespace.metadata.labels == {"kubernetes.io/metadata.name": "team-b"}
+    assert namespace.status.phase == "Active"
+
+
+async def test_create_namespace_keeps_its_labels_and_refuses_twice(
+    core_v1: client.CoreV1Api,
+) -> None:
+    body = {"metadata": {"name": "team-a", "labels": {"owner": "data"}}}
+    created = await asyncio.to_thread(core_v1.create_namespace, body)
+    assert created.metadata.labels == {"owner": "data", "kubernetes.io/metadata.name": "team-a"}
+    with pytest.raises(ApiException) as raised:
+        await asyncio.to_thread(core_v1.create_namespace, body)
+    assert raised.value.status == 409
+
+
+@pytest.mark.parametrize(
+    ("metadata", "status"), [({"name": "Not_A_Label"}, 422), ({}, 400), ({"labels": {}}, 400)]
+)
+async def test_create_namespace_refuses_a_bad_name(
+    core_v1: client.CoreV1Api, metadata: dict[str, object], status: int
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        await asyncio.to_thread(core_v1.create_namespace, {"metadata": metadata})
+    assert raised.value.status == status
+
+
+async def test_generate_name_makes_a_namespace(core_v1: client.CoreV1Api) -> None:
+    body = {"metadata": {"generateName": "t-"}}
+    created = await asyncio.to_thread(core_v1.create_namespace, body)
+    assert created.metadata.name.startswith("t-") and len(created.metadata.name) == 7
+
+
+@pytest.mark.parametrize("resource", ["namespaces", "namespaces/default/events"])
+async def test_a_body_that_is_not_json_is_a_bad_request(
+    kube_emulator: KubeEmulator, resource: str
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{kube_emulator.url}/api/v1/{resource}", data=b"{not json") as response,
+    ):
+        status = await response.json()
+    assert (response.status, status["reason"]) == (400, "BadRequest")
