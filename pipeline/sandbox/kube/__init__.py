@@ -22,7 +22,13 @@ from aiohttp import web
 
 from .admin import admin_routes
 from .cluster import STARTING_NAMESPACES, ClusterApi, sandbox_node
-from .discovery import EVENT_RESOURCE, NAMESPACE_RESOURCE, NODE_RESOURCE, POD_RESOURCE
+from .discovery import (
+    EVENT_RESOURCE,
+    NAMESPACE_RESOURCE,
+    NODE_RESOURCE,
+    POD_RESOURCE,
+    SERVICE_RESOURCE,
+)
 from .eventapi import EventApi
 from .events import EventRecorder
 from .faults import ErrorRule, FaultConfig, Faults
@@ -122,7 +128,7 @@ class KubeEmulator:
 
     async def start(self) -> None:
         admin = admin_routes(self.faults, self.kubelet, self.api.stats)
-        served = (POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE)
+        served = (POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE, SERVICE_RESOURCE)
         routes = admin + self.events.routes() + self.cluster.routes()
         app = build_app(self.api, self.token, routes, served)
         self._runner = web.AppRunner(
@@ -136,6 +142,7 @@ class KubeEmulator:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        self.cluster.serve_api_at(self.port)
         self.kubelet.start()
         self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-kube-")
         self.kubeconfig_path = Path(self._tmp.name) / "kubeconfig"

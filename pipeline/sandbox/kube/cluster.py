@@ -1,11 +1,12 @@
-"""The cluster-scoped objects a user looks at first: the one node, and the namespaces.
+"""What a cluster has beside pods and a user looks at first: its node, namespaces, service.
 
-`kubectl get nodes`, `kubectl describe node` and `kubectl get namespaces` are the first things
-people run against a cluster, so the emulator answers them with what it is: a single node
-(the simulated kubelet, `sandbox-node`, whose capacity is this machine's) and the namespaces
-in use. Unlike apiserver, the emulator takes pods in any namespace; a namespace is listed
-once something is created in it, beside the four every cluster starts with, and
-`kubectl create namespace` works too. Neither resource can be changed or deleted.
+`kubectl get nodes`, `kubectl describe node`, `kubectl get namespaces` and `kubectl
+cluster-info` are the first things people run against a cluster, so the emulator answers them
+with what it is: a single node (the simulated kubelet, `sandbox-node`, whose capacity is this
+machine's), the namespaces in use, and the `kubernetes` service of the API itself. Unlike
+apiserver, the emulator takes pods in any namespace; a namespace is listed once something is
+created in it, beside the four every cluster starts with, and `kubectl create namespace` works
+too. None of these can be changed or deleted.
 """
 
 from __future__ import annotations
@@ -35,10 +36,17 @@ from .validation import dns_label_errors, invalid_value
 DEFAULT_MAX_PODS = 110  # the kubelet's --max-pods default
 STARTING_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 POD_CIDR = "10.244.0.0/24"  # the range pod IPs are given from
+API_SERVICE_IP = "10.96.0.1"  # the first address of the default service range
 _ROLE_LABEL = "node-role.kubernetes.io/"
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # apiserver's: no vowels, no look-alikes
 _NAME_PATHS: FieldPaths = {"metadata.name": ("metadata", "name")}
 _NAMESPACE_PATHS: FieldPaths = {**_NAME_PATHS, "status.phase": ("status", "phase")}
+_SERVICE_PATHS: FieldPaths = {
+    **_NAME_PATHS,
+    "metadata.namespace": ("metadata", "namespace"),
+    "spec.clusterIP": ("spec", "clusterIP"),
+    "spec.type": ("spec", "type"),
+}
 
 
 def _column(name: str, priority: int = 0, fmt: str = "") -> JsonObj:
@@ -55,6 +63,11 @@ NODE_COLUMNS: list[JsonObj] = [
     _column("Container-Runtime", 1),
 ]
 NAMESPACE_COLUMNS: list[JsonObj] = [_column("Name", fmt="name"), _column("Status"), _column("Age")]
+SERVICE_COLUMNS: list[JsonObj] = [
+    _column("Name", fmt="name"),
+    *(_column(n) for n in ("Type", "Cluster-IP", "External-IP", "Port(s)", "Age")),
+    _column("Selector", 1),
+]
 
 
 def node_row(node: JsonObj, now: float) -> list[Any]:
@@ -88,6 +101,48 @@ def namespace_row(namespace: JsonObj, now: float) -> list[Any]:
     """NAME STATUS AGE."""
     phase = (namespace.get("status") or {}).get("phase", "")
     return [namespace["metadata"]["name"], phase, age(namespace, now)]
+
+
+def service_row(service: JsonObj, now: float) -> list[Any]:
+    """NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR."""
+    spec = service.get("spec") or {}
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
+    selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items()))
+    return [
+        service["metadata"]["name"],
+        spec.get("type", "ClusterIP"),
+        spec.get("clusterIP") or "<none>",
+        ",".join(spec.get("externalIPs") or []) or "<none>",
+        ports or "<none>",
+        age(service, now),
+        selector or "<none>",
+    ]
+
+
+def api_service(port: int) -> JsonObj:
+    """`default/kubernetes`, the service every cluster has for its API server."""
+    return {
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": rfc3339(),
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": API_SERVICE_IP,
+            "clusterIPs": [API_SERVICE_IP],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        },
+        "status": {"loadBalancer": {}},
+    }
 
 
 def sandbox_node(mode: Mode, max_pods: int | None) -> JsonObj:
@@ -188,7 +243,7 @@ def new_namespace(name: str, labels: Any = None) -> JsonObj:
 
 
 class ClusterApi:
-    """`/api/v1/nodes` and `/api/v1/namespaces`, read through `Collection` like pods."""
+    """Nodes, namespaces and services, read through `Collection` like pods."""
 
     def __init__(
         self,
@@ -202,41 +257,70 @@ class ClusterApi:
         self.node_store = PodStore(resource="nodes")
         self.node_store.create(node)
         self.namespace_store = PodStore(resource="namespaces")
-        for store in namespaced_stores:
+        self.service_store = PodStore(resource="services")
+        for store in (*namespaced_stores, self.service_store):
             store.add_listener(self._namespace_in_use)
-        self.nodes = Collection(
-            self.node_store,
-            faults,
-            list_kind="NodeList",
-            printer=Printer(NODE_COLUMNS, node_row),
-            field_paths=_NAME_PATHS,
-            bookmark_interval=bookmark_interval,
+
+        def collection(
+            store: PodStore, kind: str, printer: Printer, paths: FieldPaths
+        ) -> Collection:
+            return Collection(
+                store,
+                faults,
+                list_kind=kind,
+                printer=printer,
+                field_paths=paths,
+                bookmark_interval=bookmark_interval,
+            )
+
+        self.nodes = collection(
+            self.node_store, "NodeList", Printer(NODE_COLUMNS, node_row), _NAME_PATHS
         )
-        self.namespaces = Collection(
+        self.namespaces = collection(
             self.namespace_store,
-            faults,
-            list_kind="NamespaceList",
-            printer=Printer(NAMESPACE_COLUMNS, namespace_row),
-            field_paths=_NAMESPACE_PATHS,
-            bookmark_interval=bookmark_interval,
+            "NamespaceList",
+            Printer(NAMESPACE_COLUMNS, namespace_row),
+            _NAMESPACE_PATHS,
+        )
+        self.services = collection(
+            self.service_store,
+            "ServiceList",
+            Printer(SERVICE_COLUMNS, service_row),
+            _SERVICE_PATHS,
         )
 
     def ensure_namespace(self, name: str) -> None:
         if ("", name) not in self.namespace_store:
             self.namespace_store.create(new_namespace(name))
 
+    def serve_api_at(self, port: int) -> None:
+        """Add the `kubernetes` service, once the emulator knows its port."""
+        self.service_store.create(api_service(port))
+
     def close_watches(self) -> None:
-        self.nodes.close_watches()
-        self.namespaces.close_watches()
+        for served in (self.nodes, self.namespaces, self.services):
+            served.close_watches()
 
     def routes(self) -> list[web.RouteDef]:
+        services = "/api/v1/namespaces/{namespace}/services"
         return [
             web.get("/api/v1/nodes", self.list_nodes),
             web.get("/api/v1/nodes/{name}", self.get_node),
             web.get("/api/v1/namespaces", self.list_namespaces),
             web.post("/api/v1/namespaces", self.create_namespace),
             web.get("/api/v1/namespaces/{name}", self.get_namespace),
+            web.get("/api/v1/services", self.list_services),
+            web.get(services, self.list_services),
+            web.get(services + "/{name}", self.get_service),
         ]
+
+    async def list_services(self, request: web.Request) -> web.StreamResponse:
+        return await self.services.list_or_watch(request, self._admit)
+
+    async def get_service(self, request: web.Request) -> web.Response:
+        await self._admit("get")
+        key = request.match_info["namespace"], request.match_info["name"]
+        return self.services.one(request, self.service_store.get(key))
 
     async def list_nodes(self, request: web.Request) -> web.StreamResponse:
         return await self.nodes.list_or_watch(request, self._admit)

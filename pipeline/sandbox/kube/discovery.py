@@ -80,6 +80,11 @@ NODE_RESOURCE = Resource(
     namespaced=False, documented=False,
 )  # fmt: skip
 
+SERVICE_RESOURCE = Resource(
+    "", "v1", "services", "service", "Service", ("get", "list", "watch"), ("svc",),
+    categories=("all",), documented=False,
+)  # fmt: skip
+
 NAMESPACE_RESOURCE = Resource(
     "", "v1", "namespaces", "namespace", "Namespace", ("create", "get", "list", "watch"),
     ("ns",), namespaced=False, documented=False,

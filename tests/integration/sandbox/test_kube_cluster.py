@@ -114,3 +114,18 @@ async def test_a_body_that_is_not_json_is_a_bad_request(
     ):
         status = await response.json()
     assert (response.status, status["reason"]) == (400, "BadRequest")
+
+
+async def test_the_api_server_is_the_kubernetes_service(
+    kube_emulator: KubeEmulator, core_v1: client.CoreV1Api
+) -> None:
+    found = await asyncio.to_thread(core_v1.list_service_for_all_namespaces)
+    [service] = found.items
+    assert (service.metadata.namespace, service.metadata.name) == ("default", "kubernetes")
+    [port] = service.spec.ports
+    assert (port.port, port.target_port) == (443, kube_emulator.port)
+    read = await asyncio.to_thread(core_v1.read_namespaced_service, "kubernetes", "default")
+    assert read.spec.cluster_ip == service.spec.cluster_ip
+    with pytest.raises(ApiException) as raised:
+        await asyncio.to_thread(core_v1.read_namespaced_service, "kubernetes", "kube-system")
+    assert raised.value.status == 404

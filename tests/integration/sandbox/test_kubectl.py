@@ -106,6 +106,18 @@ def test_create_namespace_with_a_bad_name_says_why(cluster: Cluster) -> None:
     assert 'The Namespace "Not_A_Label" is invalid: metadata.name: Invalid value' in result.stderr
 
 
+def test_cluster_info_names_the_control_plane(cluster: Cluster) -> None:
+    server = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", cluster.ok("cluster-info"))  # without its colours
+    assert shown.splitlines()[0] == f"Kubernetes control plane is running at {server}"
+
+
+def test_the_api_server_has_its_kubernetes_service(cluster: Cluster) -> None:
+    cells = columns(cluster.ok("get", "service", "kubernetes", "--namespace=default"))
+    assert cells[0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert cells[1][:2] == ["kubernetes", "ClusterIP"] and cells[1][4] == "443/TCP"
+
+
 def test_get_pods_in_an_empty_namespace_says_so(cluster: Cluster) -> None:
     namespace = f"empty-{uuid.uuid4().hex[:6]}"
     result = cluster.kubectl("get", "pods", f"--namespace={namespace}")
