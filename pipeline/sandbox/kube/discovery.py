@@ -68,7 +68,11 @@ POD_RESOURCE = Resource(
     "Pod",
     short_names=("po",),
     categories=("all",),
-    subresources=(Subresource("log", ("get",)), Subresource("status", ("get", "patch", "update"))),
+    subresources=(
+        Subresource("exec", ("create", "get")),
+        Subresource("log", ("get",)),
+        Subresource("status", ("get", "patch", "update")),
+    ),
 )
 
 EVENT_RESOURCE = Resource(

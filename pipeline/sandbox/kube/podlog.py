@@ -54,7 +54,7 @@ def pick_buffer(
     pod: JsonObj, logs: Mapping[str, ContainerLogs], params: Mapping[str, str]
 ) -> LogBuffer:
     """The buffer the request reads: the named (or only) container, current or previous run."""
-    name = _container(pod, params.get("container"))
+    name = container_name(pod, params.get("container"))
     pod_name = pod["metadata"]["name"]
     container_logs = logs.get(name)
     if query.flag(params, "previous"):
@@ -84,7 +84,8 @@ async def respond(request: web.Request, buffer: LogBuffer, window: LogWindow) ->
     return response
 
 
-def _container(pod: JsonObj, requested: str | None) -> str:
+def container_name(pod: JsonObj, requested: str | None) -> str:
+    """The container a request names, or the pod's only one; 400 as the kubelet words it."""
     names = [c["name"] for c in pod["spec"]["containers"]]
     pod_name = pod["metadata"]["name"]
     if not requested:

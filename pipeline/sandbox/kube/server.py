@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import fields, podlog, table
+from . import fields, podexec, podlog, table
 from .collection import Collection, Printer, json_response
 from .discovery import POD_RESOURCE, Resource, discovery_routes
 from .faults import Faults
@@ -99,6 +99,8 @@ class PodApi:
             web.put(POD + "/status", self.replace),
             web.patch(POD + "/status", self.patch),
             web.get(POD + "/log", self.read_log),
+            web.get(POD + "/exec", self.exec),
+            web.post(POD + "/exec", self.exec),
         ]
 
     async def admit(self, verb: str) -> None:
@@ -171,6 +173,11 @@ class PodApi:
         window = podlog.log_window(request.query)
         buffer = podlog.pick_buffer(pod, self.kubelet.logs.get(key, {}), request.query)
         return await podlog.respond(request, buffer, window)
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        await self.admit("exec")
+        pod = self.store.get(_key(request))
+        return await podexec.serve(request, pod, runs_processes=self.kubelet.mode == "process")
 
     def _update(self, request: web.Request, old: JsonObj, new: JsonObj) -> JsonObj:
         """PUT/PATCH semantics for the pod or its status subresource; no-ops keep the RV."""

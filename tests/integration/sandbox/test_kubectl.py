@@ -206,6 +206,18 @@ def test_logs_previous_of_a_container_never_restarted_is_an_error(cluster: Clust
     assert f'previous terminated container "main" in pod "{name}" not found' in result.stderr
 
 
+def test_exec_runs_beside_the_container_and_passes_its_exit_code(cluster: Cluster) -> None:
+    name = cluster.name("exec")
+    cluster.create_pod(name, "sleep 60")
+    wait_for(cluster, name, "condition=Ready")
+    assert cluster.ok("exec", name, "--", "echo", "hello") == "hello\n"
+    failed = cluster.kubectl("exec", name, "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (failed.returncode, failed.stdout) == (3, "out\n")
+    assert failed.stderr.splitlines() == ["err", "command terminated with exit code 3"]
+    piped = cluster.ok("exec", "-i", name, "--", "sh", "-c", "cat; echo end", input="a\nb\n")
+    assert piped == "a\nb\nend\n"
+
+
 def test_graceful_delete_sends_sigterm_and_shows_terminating(cluster: Cluster) -> None:
     name = cluster.name("term")
     script = "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done"

@@ -139,8 +139,9 @@ def _resource_paths(resource: Resource) -> JsonObj:
             text = {"type": "string"}
             log = op("get", suffix, text, _LOG, path=_NAMED, media="text/plain")
             paths[f"{item}/{sub.name}"] = {"get": log}
-        else:
+        elif sub.name == "status":
             paths[f"{item}/{sub.name}"] = _read_write(op, suffix, one)
+        # exec is a WebSocket upgrade; no client reads its operation from OpenAPI
     return paths
 
 
