@@ -10,16 +10,20 @@ and changelog, timed from its first folded event to its N-th as its `/stats` rep
 folded meanwhile (the table holds every task's state). Also measured: a bare consume loop
 that only counts records (the old baseline), the pure fold without Kafka, and the time
 `pipeline replay events --rebuild` needs to rebuild state from the N events (read to the
-high-water + refold).
+high-water + refold), and how long a second reducer, started after the first stopped, takes
+from its start to ready (its table recovered from the changelog) while its `/stats` is read
+once a second, as the dashboard reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -42,6 +46,7 @@ PURE_SAMPLE = 100_000
 POLL_S = 0.02
 """How often the subject's /stats is read: the timed span is a second or two, so its ends
 must be seen to within a few per cent."""
+DASHBOARD_POLL_S = 1.0  # the dashboard's default push interval
 LIFECYCLE = (State.QUEUED, State.LAUNCHED, State.RUNNING, State.SUCCESS)
 
 
@@ -118,6 +123,35 @@ def pure_fold(batch: list[TaskEvent], history_limit: int) -> float:
 
 async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
     """`pipeline run reducer` in a subprocess, timed between its 1st and N-th folded event."""
+    async with spawned_reducer(settings) as (process, url):
+        return await time_folding(f"{url}/stats?scope=local", n, process)
+
+
+async def recovery(settings: Settings) -> dict[str, float]:
+    """A second reducer, started after the first stopped: from its start until it is ready
+    (its table recovered from the changelog), its `/stats` read once a second meanwhile, as
+    the dashboard reads it."""
+    async with spawned_reducer(settings) as (process, url):
+        began = time.perf_counter()
+        next_stats = began
+        async with aiohttp.ClientSession() as session, asyncio.timeout(300):
+            while True:
+                now = time.perf_counter()
+                if now >= next_stats:
+                    next_stats = now + DASHBOARD_POLL_S
+                    await _get(session, f"{url}/stats?scope=local", process)
+                if (ready := await _get(session, f"{url}/readyz", process)) and ready["ready"]:
+                    ready_s = time.perf_counter() - began
+                    stats = await _get(session, f"{url}/stats?scope=local", process)
+                    return {"recovery_s": ready_s, "recovered_tasks": stats["tasks"]}
+                await asyncio.sleep(POLL_S)
+
+
+@contextlib.asynccontextmanager
+async def spawned_reducer(
+    settings: Settings,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`pipeline run reducer` as deployed, in its own process; its API's base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -130,7 +164,7 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        return await time_folding(f"http://127.0.0.1:{port}/stats?scope=local", n, process)
+        yield process, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:
@@ -138,6 +172,19 @@ async def reducer_process(settings: Settings, n: int) -> dict[str, float]:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+async def _get(
+    session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process
+) -> Any:
+    """The JSON at `url`, or None while the reducer does not answer (it is starting)."""
+    try:
+        async with session.get(url) as response:
+            return await response.json(content_type=None)
+    except aiohttp.ClientError:
+        if process.returncode is not None:
+            raise RuntimeError(f"the reducer exited with {process.returncode}") from None
+        return None
 
 
 async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) -> dict[str, float]:
@@ -211,6 +258,7 @@ async def run(n: int) -> BenchResult:
         consume_only = await bare_consume(settings, n)
         baseline = await bare_fold(settings, n)
         subject = await reducer_process(settings, n)
+        recovered = await recovery(settings)
         rebuilt = await rebuild(settings)
     extra: dict[str, Any] = {
         "bare_consume_per_s": round(consume_only),
@@ -218,6 +266,8 @@ async def run(n: int) -> BenchResult:
         "timed_events": subject["timed_events"],
         "rss_mb_at_first_event": round(subject["rss_mb_at_first_event"], 1),
         "rss_kb_per_task": round(subject["rss_kb_per_task"], 2),
+        "recovery_s": round(recovered["recovery_s"], 2),
+        "recovered_tasks": recovered["recovered_tasks"],
         **{k: round(v, 2) for k, v in rebuilt.items()},
         "rebuild_per_s": round(n / rebuilt["rebuild_s"]),
     }

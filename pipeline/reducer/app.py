@@ -156,6 +156,7 @@ class Reducer:
         self.throughput = Throughput()
         self.timeline = Timeline()
         self.arrivals = Arrivals(self.state_of)
+        self.store.observer = self.arrivals
 
         self.crashed: BaseException | None = None
 
@@ -205,7 +206,6 @@ class Reducer:
         as the already encoded `value` straight to the producer.
         """
         self.store.put_encoded(key, state, value, partition)
-        self.arrivals.put(key, state)
         return await self.app.producer.send(self.changelog, key, value, partition, None, None)
 
     async def forget(self, keys: list[bytes], horizon_s: float) -> int:
@@ -225,7 +225,6 @@ class Reducer:
                 continue
             partition = self.store.partition_of(key)
             self.store.forget(key)
-            self.arrivals.forget(key)
             dropped += 1
             if partition is not None:
                 send = self.app.producer.send(self.changelog, key, None, partition, None, None)
@@ -377,9 +376,8 @@ class Reducer:
         return [s for s in found if s is not None]
 
     def newest(self) -> Arrivals:
-        """The states by arrival, rebuilt first if recovery or a rebalance changed the table."""
-        if self.app.rebalancing or self.app.in_recovery:
-            self.arrivals.stale = True
+        """The states by arrival (rebuilt first in the one case the store cannot keep it
+        current: see `Arrivals`)."""
         self.arrivals.sync(self.table.items(), len(self.table))
         return self.arrivals
 

@@ -131,17 +131,28 @@ def cell(state: TaskState) -> str:
 Lookup = Callable[[bytes], TaskState | None]
 
 
+def arrived_at(state: TaskState) -> str:
+    """When a try first arrived, as the listing orders it (ISO strings sort as times)."""
+    return state.get("first_seen") or state["updated_at"]
+
+
 class Arrivals:
     """This replica's task keys by first arrival, and their counts by executor and state.
 
-    `put` on every write keeps both current, so neither a listing nor the counts scan.
+    The store tells it of every change (`pipeline.reducer.store.Observer`), so neither a
+    listing nor the counts scan, and nothing is decoded to keep them. Recovery brings states
+    in changelog order; they are put in arrival order when it completes, from the arrival
+    times it handed over. Only a recovery into a listing that already held states (a
+    rebalance that brings partitions to a running replica) leaves it `stale`: the next read
+    rebuilds it from the table, decoding every state once.
     """
 
     def __init__(self, lookup: Lookup) -> None:
         self.lookup = lookup
         self.cell_of: dict[bytes, str] = {}
         self.cells: Counter[str] = Counter()
-        self.stale = True
+        self.stale = False
+        self._recovered: list[tuple[str, bytes]] = []  # (arrived_at, key) to order at the end
 
     def put(self, key: bytes, state: TaskState) -> None:
         old = self.cell_of.get(key)
@@ -149,6 +160,22 @@ class Arrivals:
             self.cells[old] -= 1
         new = self.cell_of[key] = cell(state)
         self.cells[new] += 1
+
+    def recovered(self, key: bytes, state: TaskState) -> None:
+        """A state recovery read from the changelog."""
+        if key not in self.cell_of:
+            self._recovered.append((arrived_at(state), key))
+        self.put(key, state)
+
+    def recovery_completed(self) -> None:
+        """Order what recovery brought by arrival, when it is all the listing holds."""
+        recovered, self._recovered = self._recovered, []
+        held = [(at, key) for at, key in recovered if key in self.cell_of]
+        if len(held) != len(self.cell_of):
+            self.stale = bool(held)
+            return
+        held.sort()
+        self.cell_of = {key: self.cell_of[key] for _, key in held}
 
     def forget(self, key: bytes) -> None:
         if (old := self.cell_of.pop(key, None)) is not None:
@@ -171,11 +198,11 @@ class Arrivals:
         }
 
     def sync(self, table: Iterable[tuple[bytes, TaskState | None]], size: int) -> None:
-        """Rebuild from the table when it changed under us (recovery, rebalance)."""
+        """Rebuild from the table when it is stale or its size says it changed unseen."""
         if not self.stale and len(self.cell_of) == size:
             return
         held = [(k, s) for k, s in table if s is not None]
-        held.sort(key=lambda item: item[1].get("first_seen") or item[1]["updated_at"])
+        held.sort(key=lambda item: arrived_at(item[1]))
         self.cell_of = {k: cell(s) for k, s in held}
         self.cells = Counter(self.cell_of.values())
         self.stale = False

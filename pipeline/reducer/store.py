@@ -10,6 +10,9 @@ when it finishes, and the live ones the fold reads stay plain JSON. Faust's
 in-memory store is kept for the rest (recovery bookkeeping, rebalance cleanup); it is
 registered as `encoded://` through faust's `faust.stores` entry point.
 
+An `Observer` (the listing, `pipeline.reducer.listing.Arrivals`) hears of every state kept,
+recovered or forgotten, so its index never needs the table decoded to stay current.
+
 Recovery keeps a changelog record only if it is a valid state of the try its key names: the
 state topic is a topic like any other, and a record nobody checked would be found only when
 read (an API error for that task, its events refused). One that is not keeps the key's state
@@ -19,13 +22,13 @@ as it was, and is counted and logged with its offset.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Set
+from typing import Any, Protocol
 
 import orjson
 import prometheus_client
 from faust.stores import memory
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from pipeline.messages import ErrorCode, InvalidMessage, Kind, decode, right_sized
 from pipeline.reducer.fold import TaskState, is_terminal, state_key
@@ -74,10 +77,23 @@ class EncodedStates(MutableMapping[bytes, TaskState]):
         self._raw.clear()
 
 
+class Observer(Protocol):
+    """What keeps an index of the table current as the store changes."""
+
+    def put(self, key: bytes, state: TaskState) -> None: ...
+
+    def recovered(self, key: bytes, state: TaskState) -> None: ...
+
+    def forget(self, key: bytes) -> None: ...
+
+    def recovery_completed(self) -> None: ...
+
+
 class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
     """Faust's in-memory store over `EncodedStates`; recovery keeps the changelog's bytes."""
 
     data: EncodedStates
+    observer: Observer | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,6 +106,8 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         where the state went."""
         self.data.put_encoded(key, value, finished=is_terminal(state["state"]))
         self._key_partition[key] = partition
+        if self.observer is not None:
+            self.observer.put(key, state)
 
     def partition_of(self, key: bytes) -> int | None:
         return self._key_partition.get(key)
@@ -98,6 +116,21 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
         if key in self.data:  # `del`, not `pop`: a pop would decode the state it drops
             del self.data[key]
         self._key_partition.pop(key, None)
+        if self.observer is not None:
+            self.observer.forget(key)
+
+    def _clear(self) -> None:
+        for key in list(self.data):
+            self.forget(key)
+
+    async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
+        """Drop the states of partitions no longer this replica's (as faust's memory store
+        does, without decoding them), then tell the observer recovery is done."""
+        assigned = {partition for _, partition in active_tps}
+        for key in [k for k, p in self._key_partition.items() if p not in assigned]:
+            self.forget(key)
+        if self.observer is not None:
+            self.observer.recovery_completed()
 
     def apply_changelog_batch(
         self,
@@ -122,6 +155,8 @@ class EncodedStore(memory.Store[bytes, TaskState]):  # type: ignore[misc]
                 continue
             self._key_partition[key] = event.message.partition
             self.data.put_encoded(key, value, finished=is_terminal(state["state"]))
+            if self.observer is not None:
+                self.observer.recovered(key, state)
 
 
 def _state_of(key: bytes, value: bytes) -> TaskState:

@@ -73,6 +73,11 @@ async def test_sigkill_then_restart_recovers_every_key_from_the_changelog(
     recovered = await second.all_states()
     stale = [k for k in expected if recovered.get(k) != expected[k]]
     assert not stale, f"{len(stale)} keys not recovered, e.g. {stale[:3]}"
+    # Recovery read them in changelog order; once it is done they list newest first.
+    await second.wait_for("/readyz", lambda body: body["ready"])
+    listed = (await second.get("/tasks", limit=10_000))["tasks"]
+    arrivals = [s.get("first_seen") or s["updated_at"] for s in listed]
+    assert len(arrivals) == len(expected) and arrivals == sorted(arrivals, reverse=True)
 
 
 async def test_recovery_refuses_records_that_are_not_a_state_of_their_key(

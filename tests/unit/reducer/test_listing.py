@@ -172,3 +172,37 @@ def test_a_key_and_its_cell_decide_a_query_as_the_whole_state_would(
         key_matches is None or key_matches(state_key(folded["key"]))
     )
     assert by_entry == query.matches(folded)
+
+
+def refuse_lookup(key: bytes) -> TaskState | None:
+    raise AssertionError("the listing decoded a state to order or count what it was told")
+
+
+def test_recovery_into_an_empty_listing_orders_by_arrival_without_decoding() -> None:
+    table = {state_key(s["key"]): s for s in (state_of(n) for n in (2, 0, 3, 1))}
+    arrivals = Arrivals(refuse_lookup)
+    for key, state in table.items():  # changelog order is not arrival order
+        arrivals.recovered(key, state)
+    arrivals.forget(state_key(state_of(3)["key"]))  # a tombstone later in the changelog
+    arrivals.recovery_completed()
+    arrivals.sync(((k, refuse_lookup(k)) for k in table), 3)  # current: the table is not read
+    assert [k for k in reversed(arrivals.cell_of)] == [
+        state_key(state_of(n)["key"]) for n in (2, 1, 0)
+    ]
+    assert arrivals.summary()["by_state"] == {"queued": 3}
+
+
+def test_recovery_beside_states_already_held_rebuilds_at_the_next_read() -> None:
+    table: dict[bytes, TaskState] = {}
+    arrivals = filled(2, table)
+    newer = state_of(5)
+    table[state_key(newer["key"])] = newer
+    arrivals.recovered(state_key(newer["key"]), newer)
+    older = state_of(-1)  # recovered after the held ones, but it arrived before them
+    table[state_key(older["key"])] = older
+    arrivals.recovered(state_key(older["key"]), older)
+    arrivals.recovery_completed()
+    assert arrivals.stale
+    arrivals.sync(table.items(), len(table))
+    assert names(arrivals.page(TaskQuery(), 0, 10)[0]) == ["task-5", "task-1", "task-0", "task--1"]
+    assert not arrivals.stale
