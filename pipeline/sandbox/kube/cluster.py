@@ -125,11 +125,8 @@ def api_service(port: int) -> JsonObj:
         "kind": "Service",
         "apiVersion": "v1",
         "metadata": {
-            "name": "kubernetes",
+            **_metadata("kubernetes", {"component": "apiserver", "provider": "kubernetes"}),
             "namespace": "default",
-            "uid": str(uuid.uuid4()),
-            "creationTimestamp": rfc3339(),
-            "labels": {"component": "apiserver", "provider": "kubernetes"},
         },
         "spec": {
             "type": "ClusterIP",
@@ -175,12 +172,7 @@ def sandbox_node(mode: Mode, max_pods: int | None) -> JsonObj:
     return {
         "kind": "Node",
         "apiVersion": "v1",
-        "metadata": {
-            "name": NODE_NAME,
-            "uid": str(uuid.uuid4()),
-            "creationTimestamp": now,
-            "labels": labels,
-        },
+        "metadata": _metadata(NODE_NAME, labels),
         "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
         "status": {
             "capacity": capacity,
@@ -204,6 +196,16 @@ def sandbox_node(mode: Mode, max_pods: int | None) -> JsonObj:
                 "architecture": arch,
             },
         },
+    }
+
+
+def _metadata(name: str, labels: dict[str, str]) -> JsonObj:
+    """An object's metadata as apiserver fills it in on create."""
+    return {
+        "name": name,
+        "uid": str(uuid.uuid4()),
+        "creationTimestamp": rfc3339(),
+        "labels": labels,
     }
 
 
@@ -231,12 +233,7 @@ def new_namespace(name: str, labels: Any = None) -> JsonObj:
     return {
         "kind": "Namespace",
         "apiVersion": "v1",
-        "metadata": {
-            "name": name,
-            "uid": str(uuid.uuid4()),
-            "creationTimestamp": rfc3339(),
-            "labels": {**given, "kubernetes.io/metadata.name": name},
-        },
+        "metadata": _metadata(name, {**given, "kubernetes.io/metadata.name": name}),
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
