@@ -172,7 +172,7 @@ class Arrivals:
         recovered, self._recovered = self._recovered, []
         held = [(at, key) for at, key in recovered if key in self.cell_of]
         if len(held) != len(self.cell_of):
-            self.stale = bool(held)
+            self.stale = self.stale or bool(held)  # a rebuild still owed stays owed
             return
         held.sort()
         self.cell_of = {key: self.cell_of[key] for _, key in held}
