@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from .admin import admin_routes
-from .cluster import STARTING_NAMESPACES, ClusterApi, sandbox_node
+from .cluster import ClusterApi, sandbox_node
 from .discovery import (
     EVENT_RESOURCE,
     NAMESPACE_RESOURCE,
@@ -104,8 +104,7 @@ class KubeEmulator:
             self.api.admit,
             bookmark_interval,
         )
-        for name in sorted({*STARTING_NAMESPACES, namespace}):
-            self.cluster.ensure_namespace(name)
+        self.cluster.ensure_namespace(namespace)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.kubeconfig_path = Path()

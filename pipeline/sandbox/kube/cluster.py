@@ -254,6 +254,8 @@ class ClusterApi:
         self.node_store = PodStore(resource="nodes")
         self.node_store.create(node)
         self.namespace_store = PodStore(resource="namespaces")
+        for name in STARTING_NAMESPACES:
+            self.ensure_namespace(name)
         self.service_store = PodStore(resource="services")
         for store in (*namespaced_stores, self.service_store):
             store.add_listener(self._namespace_in_use)
@@ -292,7 +294,8 @@ class ClusterApi:
 
     def serve_api_at(self, port: int) -> None:
         """Add the `kubernetes` service, once the emulator knows its port."""
-        self.service_store.create(api_service(port))
+        if ("default", "kubernetes") not in self.service_store:
+            self.service_store.create(api_service(port))
 
     def close_watches(self) -> None:
         for served in (self.nodes, self.namespaces, self.services):
@@ -344,6 +347,8 @@ class ClusterApi:
         if not isinstance(meta, dict):
             raise bad_request("a Namespace needs metadata")
         name = meta.get("name") or _generated(meta.get("generateName"))
+        if not isinstance(name, str):
+            raise bad_request("metadata.name must be a string")
         errors = dns_label_errors(name)
         if errors:
             causes = [invalid_value("metadata.name", name, e) for e in errors]

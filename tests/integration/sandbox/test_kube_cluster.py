@@ -88,7 +88,8 @@ async def test_create_namespace_keeps_its_labels_and_refuses_twice(
 
 
 @pytest.mark.parametrize(
-    ("metadata", "status"), [({"name": "Not_A_Label"}, 422), ({}, 400), ({"labels": {}}, 400)]
+    ("metadata", "status"),
+    [({"name": "Not_A_Label"}, 422), ({}, 400), ({"labels": {}}, 400), ({"name": 7}, 400)],
 )
 async def test_create_namespace_refuses_a_bad_name(
     core_v1: client.CoreV1Api, metadata: dict[str, object], status: int
