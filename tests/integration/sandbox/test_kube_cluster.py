@@ -10,7 +10,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from pipeline.sandbox.kube import KubeEmulator
-from tests.fixtures.kube import client_configuration, pod_manifest
+from tests.fixtures.kube import client_configuration, phase_reached, pod_manifest, watch_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +34,13 @@ async def test_the_node_is_ready_with_this_machines_capacity(core_v1: client.Cor
 
 
 async def test_pods_run_on_the_node_the_api_lists(core_v1: client.CoreV1Api) -> None:
-    await asyncio.to_thread(core_v1.create_namespaced_pod, "default", pod_manifest("on-node"))
-    pod = await asyncio.to_thread(core_v1.read_namespaced_pod, "on-node", "default")
-    for _ in range(100):
-        if pod.spec.node_name:
-            break
-        await asyncio.sleep(0.02)
-        pod = await asyncio.to_thread(core_v1.read_namespaced_pod, "on-node", "default")
-    node = await asyncio.to_thread(core_v1.read_node, pod.spec.node_name)
-    assert node.status.addresses[0].address == pod.status.host_ip
+    body = pod_manifest("on-node", command=["sleep", "5"])
+    created = await asyncio.to_thread(core_v1.create_namespaced_pod, "default", body)
+    rv = created.metadata.resource_version
+    events = await watch_until(core_v1, phase_reached("on-node", "Running"), resource_version=rv)
+    pod = events[-1]["object"]
+    node = await asyncio.to_thread(core_v1.read_node, pod["spec"]["nodeName"])
+    assert node.status.addresses[0].address == pod["status"]["hostIP"]
 
 
 async def test_a_node_of_an_off_kubelet_is_not_ready() -> None:
