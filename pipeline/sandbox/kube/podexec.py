@@ -8,7 +8,8 @@ resize (`{"Width": w, "Height": h}`), and in v5, 255 closes the channel its next
 as its argv (never through a shell), with the container's environment and working directory;
 with `tty` it runs on a pseudo-terminal, as `kubectl exec -it` expects. A pod of a simulated
 kubelet has no process to join, so exec there is refused with a 400 that says so. A client
-gone mid-session ends the command (SIGKILL to its process group).
+gone mid-session ends the command (SIGKILL to its process group), and so does its container
+stopping or its pod going away, as a container's exec processes end with it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from . import query
 from .podlog import container_name
 from .runtime import container_env
 from .status import JsonObj, bad_request
+from .store import Event, Key, PodStore, pod_key
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -71,8 +73,11 @@ class ExecRequest:
         )
 
 
-async def serve(request: web.Request, pod: JsonObj, runs_processes: bool) -> web.StreamResponse:
-    """Run one exec session for `pod`; 400 before the upgrade when it cannot run."""
+async def serve(
+    request: web.Request, store: PodStore, key: Key, runs_processes: bool
+) -> web.StreamResponse:
+    """Run one exec session in pod `key`; 400 before the upgrade when it cannot run."""
+    pod = store.get(key)
     if not runs_processes:
         raise bad_request(
             "exec needs the sandbox kubelet in process mode: a simulated container runs no "
@@ -94,6 +99,7 @@ async def serve(request: web.Request, pod: JsonObj, runs_processes: bool) -> web
         await send(ERROR, orjson.dumps(_failure(message, "InternalError")))
         await ws.close()
         return ws
+    unsubscribe = _end_with_container(store, key, wanted.container["name"], session)
     try:
         reader = asyncio.create_task(_read_client(ws, session))
         code = await session.wait()
@@ -102,8 +108,27 @@ async def serve(request: web.Request, pod: JsonObj, runs_processes: bool) -> web
             await send(ERROR, orjson.dumps(_exit_status(wanted.argv, code)))
             await ws.close()
     finally:
+        unsubscribe()
         session.kill()
     return ws
+
+
+def _end_with_container(
+    store: PodStore, key: Key, container: str, session: _Session
+) -> Callable[[], None]:
+    """Kill the session once its container stops running or its pod is gone, as a
+    container's exec processes end with it; returns the unsubscribe function."""
+
+    def check(event: Event) -> None:
+        if pod_key(event.obj) == key and (
+            event.type == "DELETED" or not _running(event.obj, container)
+        ):
+            session.kill()
+
+    unsubscribe = store.add_listener(check)
+    if key not in store or not _running(store.get(key), container):  # it ended meanwhile
+        session.kill()
+    return unsubscribe
 
 
 async def _read_client(ws: web.WebSocketResponse, session: _Session) -> None:

@@ -176,8 +176,8 @@ class PodApi:
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         await self.admit("exec")
-        pod = self.store.get(_key(request))
-        return await podexec.serve(request, pod, runs_processes=self.kubelet.mode == "process")
+        runs_processes = self.kubelet.mode == "process"
+        return await podexec.serve(request, self.store, _key(request), runs_processes)
 
     def _update(self, request: web.Request, old: JsonObj, new: JsonObj) -> JsonObj:
         """PUT/PATCH semantics for the pod or its status subresource; no-ops keep the RV."""

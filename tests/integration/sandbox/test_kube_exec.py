@@ -119,6 +119,17 @@ async def test_a_client_that_leaves_ends_the_command(process_emulator: KubeEmula
         pytest.fail(f"exec'd process {pid} still runs after its client left")
 
 
+async def test_deleting_the_pod_ends_its_exec_sessions(process_emulator: KubeEmulator) -> None:
+    api = await running_pod(process_emulator, "deleted-exec")
+    url = exec_url(process_emulator, "deleted-exec", "sleep", "60", stdout="true")
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(V5,)) as ws:
+        await asyncio.to_thread(
+            api.delete_namespaced_pod, "deleted-exec", NS, grace_period_seconds=0
+        )
+        _, status = await session(ws)
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "137"}]
+
+
 @pytest.mark.parametrize(
     ("mode", "query", "message"),
     [
