@@ -33,9 +33,10 @@ def object_metadata(body: bytes) -> JsonObj:
             if number in _META_STRINGS and value:  # Go writes its empty strings too
                 found[_META_STRINGS[number]] = value.decode()
             elif number in _META_MAPS:
-                entry = dict(_fields(value))
-                found.setdefault(_META_MAPS[number], {})[entry[1].decode()] = entry[2].decode()
-    except (ValueError, KeyError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+                entry = dict(_fields(value))  # an empty key or value may be left out
+                name, text = entry.get(1, b"").decode(), entry.get(2, b"").decode()
+                found.setdefault(_META_MAPS[number], {})[name] = text
+    except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
         message = f"the body of the request could not be decoded as protobuf: {exc}"
         raise bad_request(message) from None
     return {"metadata": found}

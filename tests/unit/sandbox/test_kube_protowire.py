@@ -51,6 +51,11 @@ def test_reads_labels_annotations_and_generate_name() -> None:
     }
 
 
+def test_a_label_with_an_empty_value_left_out_reads_as_empty() -> None:
+    meta = _field(1, b"n") + _field(11, _field(1, b"flag"))
+    assert object_metadata(_body(meta)) == {"metadata": {"name": "n", "labels": {"flag": ""}}}
+
+
 @pytest.mark.parametrize(
     "body",
     [
