@@ -108,15 +108,14 @@ async def test_a_client_that_leaves_ends_the_command(process_emulator: KubeEmula
     url = exec_url(process_emulator, "gone-exec", "sh", "-c", "echo $$; exec sleep 60", stdout="1")
     async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(V5,)) as ws:
         first = await ws.receive_bytes()
-    pid = int(first[1:])
-    for _ in range(200):  # the emulator sees the close, then SIGKILLs the process group
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail(f"exec'd process {pid} still runs after its client left")
+        process = os.pidfd_open(int(first[1:]))  # readable once the process has exited
+    ended = asyncio.Event()
+    asyncio.get_running_loop().add_reader(process, ended.set)
+    try:  # the emulator sees the close, then SIGKILLs the process group
+        await asyncio.wait_for(ended.wait(), 10)
+    finally:
+        asyncio.get_running_loop().remove_reader(process)
+        os.close(process)
 
 
 async def test_deleting_the_pod_ends_its_exec_sessions(process_emulator: KubeEmulator) -> None:
