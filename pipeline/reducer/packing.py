@@ -6,7 +6,8 @@ state repeats, so it is deflated against a preset dictionary made of one typical
 finished state takes ~250 bytes where its JSON takes ~1,400. Packing costs ~8 µs, once per
 try when it finishes and once per finished state a recovery reads (whose check of the record
 costs as much); unpacking ~3 µs, as much again as the decode that follows, which a rebuild of
-the listing order after a recovery or rebalance pays for every state it holds. The packed
+the listing pays for every state it holds (only after a rebalance brings partitions to a
+running replica: `pipeline.reducer.listing.Arrivals`). The packed
 form lives only in a replica's memory (the changelog keeps the JSON), so the dictionary can
 change from one release to the next.
 """
