@@ -51,9 +51,10 @@ def task_prefix(dag: str, task: str, run: str, map_index: int) -> bytes:
 
 def every_try(reducer: Reducer, owner: TaskKey) -> list[TaskState]:
     """Every try of `owner`'s task instance this replica holds, by try number: a walk over
-    the table's keys (as many as the retention keeps; they are not indexed by task)."""
+    its run's keys (the listing's index by run)."""
     prefix = task_prefix(owner.dag_id, owner.task_id, owner.run_id, owner.map_index)
-    tries = (reducer.state_of(k) for k in list(reducer.store.data) if k.startswith(prefix))
+    run_keys = reducer.newest().keys_of((owner.dag_id, owner.run_id))
+    tries = (reducer.state_of(k) for k in run_keys if k.startswith(prefix))
     return sorted((s for s in tries if s is not None), key=lambda s: s["key"]["try_number"])
 
 

@@ -7,6 +7,10 @@ first page costs about `limit` steps whatever the table holds, and page N costs 
 before it. Every filter but a time range is decided from the key and its cell, so a walk
 reads a state from the table (`lookup`, a decode) only to show it or to check its range.
 After a recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
+
+A query for one run (a dag_id and a run_id: what Airflow's executor asks for every run it
+tracks) walks that run's keys alone, kept in the same order per run (`runs`), so its cost
+follows the run's size, not the table's.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class QueryError(ValueError):
 
 KEY_POSITIONS = {"dag_id": 0, "task_id": 1, "run_id": 2}
 """Where a filter's field sits in a state key (the JSON array of the task key)."""
+
+Run = tuple[str, str]
+"""A DAG run: (dag_id, run_id)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,14 @@ class TaskQuery:
     @property
     def needs_state(self) -> bool:
         return self.since is not None or self.until is not None
+
+    @property
+    def run(self) -> Run | None:
+        """The one run this query is confined to, if it names both its dag and run."""
+        wanted = dict(self.exact)
+        if "dag_id" in wanted and "run_id" in wanted:
+            return wanted["dag_id"], wanted["run_id"]
+        return None
 
     def matches(self, state: TaskState) -> bool:
         key: Mapping[str, Any] = state["key"]
@@ -131,13 +146,23 @@ def cell(state: TaskState) -> str:
 Lookup = Callable[[bytes], TaskState | None]
 
 
+def run_of(state: TaskState) -> Run:
+    return str(state["key"]["dag_id"]), str(state["key"]["run_id"])
+
+
+def run_of_key(key: bytes) -> Run:
+    parts = orjson.loads(key)
+    return str(parts[KEY_POSITIONS["dag_id"]]), str(parts[KEY_POSITIONS["run_id"]])
+
+
 def arrived_at(state: TaskState) -> str:
     """When a try first arrived, as the listing orders it (ISO strings sort as times)."""
     return state.get("first_seen") or state["updated_at"]
 
 
 class Arrivals:
-    """This replica's task keys by first arrival, and their counts by executor and state.
+    """This replica's task keys by first arrival, overall and per run, and their counts by
+    executor and state.
 
     The store tells it of every change (`pipeline.reducer.store.Observer`), so neither a
     listing nor the counts scan, and nothing is decoded to keep them. Recovery brings states
@@ -151,6 +176,7 @@ class Arrivals:
         self.lookup = lookup
         self.cell_of: dict[bytes, str] = {}
         self.cells: Counter[str] = Counter()
+        self.runs: dict[Run, dict[bytes, None]] = {}  # each run's keys, in `cell_of`'s order
         self.stale = False
         self._recovered: list[tuple[str, bytes]] = []  # (arrived_at, key) to order at the end
 
@@ -158,6 +184,8 @@ class Arrivals:
         old = self.cell_of.get(key)
         if old is not None:
             self.cells[old] -= 1
+        else:
+            self.runs.setdefault(run_of(state), {})[key] = None
         new = self.cell_of[key] = cell(state)
         self.cells[new] += 1
 
@@ -176,10 +204,23 @@ class Arrivals:
             return
         held.sort()
         self.cell_of = {key: self.cell_of[key] for _, key in held}
+        self._order_runs()
 
     def forget(self, key: bytes) -> None:
         if (old := self.cell_of.pop(key, None)) is not None:
             self.cells[old] -= 1
+            run = run_of_key(key)
+            keys = self.runs[run]
+            del keys[key]
+            if not keys:
+                del self.runs[run]
+
+    def _order_runs(self) -> None:
+        """Put each run's keys in the order `cell_of` now holds them."""
+        for keys in self.runs.values():
+            keys.clear()
+        for key in self.cell_of:
+            self.runs[run_of_key(key)][key] = None
 
     def summary(self) -> dict[str, Any]:
         """The `/stats` counts: tasks, by state, by executor, and by `executor:state`."""
@@ -205,11 +246,24 @@ class Arrivals:
         held.sort(key=lambda item: arrived_at(item[1]))
         self.cell_of = {k: cell(s) for k, s in held}
         self.cells = Counter(self.cell_of.values())
+        self.runs = {}
+        for key, state in held:
+            self.runs.setdefault(run_of(state), {})[key] = None
         self.stale = False
 
     def keys_in(self, state: str) -> list[bytes]:
         """The keys whose state is `state`, read from their cells alone."""
         return [key for key, name in self.cell_of.items() if name.endswith(f":{state}")]
+
+    def keys_of(self, run: Run) -> list[bytes]:
+        """The keys of one run's tries, by arrival."""
+        return list(self.runs.get(run, ()))
+
+    def _newest_first(self, query: TaskQuery) -> Iterable[tuple[bytes, str]]:
+        """Every key the query could match, with its cell: one run's, when it names one."""
+        if (run := query.run) is None:
+            return reversed(self.cell_of.items())
+        return ((key, self.cell_of[key]) for key in reversed(self.runs.get(run, {})))
 
     def page(self, query: TaskQuery, offset: int, limit: int) -> tuple[list[TaskState], bool]:
         """States `offset`..`offset + limit` of the matches, and whether more match; a state
@@ -218,7 +272,7 @@ class Arrivals:
         key_matches = query.key_matcher()
         found: list[TaskState] = []
         skipped = 0
-        for key, name in reversed(self.cell_of.items()):
+        for key, name in self._newest_first(query):
             if name not in allowed or (key_matches is not None and not key_matches(key)):
                 continue
             state = self.lookup(key) if query.needs_state else None

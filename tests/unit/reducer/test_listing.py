@@ -208,3 +208,63 @@ def test_recovery_beside_states_already_held_rebuilds_at_the_next_read() -> None
     arrivals.sync(table.items(), len(table))
     assert names(arrivals.page(TaskQuery(), 0, 10)[0]) == ["task-5", "task-1", "task-0", "task--1"]
     assert not arrivals.stale
+
+
+def run_query(dag: str, run: str) -> TaskQuery:
+    return TaskQuery.from_params({"dag_id": dag, "run_id": run})
+
+
+def test_a_run_query_walks_that_runs_tries_alone_newest_first() -> None:
+    table: dict[bytes, TaskState] = {}
+    arrivals = filled(12, table)
+    walked: list[bytes] = []
+
+    def lookup(key: bytes) -> TaskState | None:
+        walked.append(key)
+        return table.get(key)
+
+    arrivals.lookup = lookup
+    found, more = arrivals.page(run_query("dag-1", "run-0"), 0, 10)
+    assert names(found) == ["task-10", "task-4"] and not more  # n % 3 == 1 and n % 2 == 0
+    assert arrivals.page(run_query("dag-1", "run-9"), 0, 10) == ([], False)
+    assert len(walked) == 2
+    assert arrivals.keys_of(("dag-1", "run-0")) == [state_key(state_of(n)["key"]) for n in (4, 10)]
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["put", "recovered", "forget"]), st.integers(0, 11)),
+        st.tuples(st.sampled_from(["recovery_completed", "sync"]), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@given(operations)
+@example([("recovered", 6), ("recovered", 0), ("recovery_completed", 0)])  # one run, reordered
+@example([("put", 0), ("put", 6), ("forget", 0), ("forget", 6)])  # a run emptied
+def test_each_runs_keys_follow_the_listings_order_through_any_changes(
+    steps: list[tuple[str, int]],
+) -> None:
+    table: dict[bytes, TaskState] = {}
+    arrivals = Arrivals(table.get)
+    for action, n in steps:
+        state = state_of(n)
+        key = state_key(state["key"])
+        if action in ("put", "recovered"):
+            table[key] = state
+            getattr(arrivals, action)(key, state)
+        elif action == "forget":
+            table.pop(key, None)
+            arrivals.forget(key)
+        elif action == "recovery_completed":
+            arrivals.recovery_completed()
+        else:
+            arrivals.sync(table.items(), len(table))
+    arrivals.sync(table.items(), len(table))  # what every read does first
+    assert {k for keys in arrivals.runs.values() for k in keys} == set(table)
+    assert all(arrivals.runs.values())  # a run with no tries left is dropped
+    for dag, run in {(s["key"]["dag_id"], s["key"]["run_id"]) for s in table.values()}:
+        everything, _ = arrivals.page(TaskQuery(), 0, 100)
+        same_run = [s for s in everything if (s["key"]["dag_id"], s["key"]["run_id"]) == (dag, run)]
+        assert arrivals.page(run_query(dag, run), 0, 100)[0] == same_run
