@@ -99,11 +99,12 @@ class KubeEmulator:
         self.events = EventApi(self.event_store, self.faults, self.api.admit, bookmark_interval)
         self.cluster = ClusterApi(
             sandbox_node(mode, capacity),
-            (self.store, self.event_store),
+            self.api,
+            self.event_store,
             self.faults,
-            self.api.admit,
             bookmark_interval,
         )
+        self.api.require_active = self.cluster.require_active
         self.cluster.ensure_namespace(namespace)
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None

@@ -26,15 +26,17 @@ from .faults import Faults
 from .kubelet import NODE_NAME, Mode
 from .pods import rfc3339
 from .podstatus import HOST_IP
-from .selectors import FieldPaths
-from .server import read_json
-from .status import JsonObj, bad_request, invalid
-from .store import Event, PodStore
+from .selectors import FieldPaths, PodSelector
+from .server import PodApi, read_json
+from .status import JsonObj, bad_request, forbidden, invalid
+from .store import Event, PodStore, pod_key
 from .table import age
 from .validation import dns_label_errors, invalid_value
 
 DEFAULT_MAX_PODS = 110  # the kubelet's --max-pods default
 STARTING_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+IMMORTAL_NAMESPACES = ("default", "kube-public", "kube-system")  # apiserver refuses to delete
+TERMINATING = "unable to create new content in namespace {} because it is being terminated"
 POD_CIDR = "10.244.0.0/24"  # the range pod IPs are given from
 API_SERVICE_IP = "10.96.0.1"  # the first address of the default service range
 _ROLE_LABEL = "node-role.kubernetes.io/"
@@ -245,19 +247,21 @@ class ClusterApi:
     def __init__(
         self,
         node: JsonObj,
-        namespaced_stores: tuple[PodStore, ...],
+        pods: PodApi,
+        event_store: PodStore,
         faults: Faults,
-        admit: Admit,
         bookmark_interval: float,
     ) -> None:
-        self._admit = admit
+        self._admit: Admit = pods.admit
+        self._pods = pods
         self.node_store = PodStore(resource="nodes")
         self.node_store.create(node)
         self.namespace_store = PodStore(resource="namespaces")
         for name in STARTING_NAMESPACES:
             self.ensure_namespace(name)
         self.service_store = PodStore(resource="services")
-        for store in (*namespaced_stores, self.service_store):
+        self._contents = (pods.store, event_store, self.service_store)
+        for store in self._contents:
             store.add_listener(self._namespace_in_use)
 
         def collection(
@@ -309,6 +313,7 @@ class ClusterApi:
             web.get("/api/v1/namespaces", self.list_namespaces),
             web.post("/api/v1/namespaces", self.create_namespace),
             web.get("/api/v1/namespaces/{name}", self.get_namespace),
+            web.delete("/api/v1/namespaces/{name}", self.delete_namespace),
             web.get("/api/v1/services", self.list_services),
             web.get(services, self.list_services),
             web.get(services + "/{name}", self.get_service),
@@ -356,6 +361,44 @@ class ClusterApi:
         created = self.namespace_store.create(new_namespace(name, meta.get("labels")))
         return json_response(created, 201)
 
+    async def delete_namespace(self, request: web.Request) -> web.Response:
+        """Mark the namespace Terminating and delete its pods (gracefully, as the kubelet
+        stops them); it goes, with its events and services, once its last pod has."""
+        await self._admit("delete")
+        name = request.match_info["name"]
+        namespace = self.namespace_store.get(("", name))
+        if name in IMMORTAL_NAMESPACES:
+            raise forbidden(name, "namespaces", "this namespace may not be deleted")
+        if namespace["metadata"].get("deletionTimestamp"):
+            return json_response(namespace)
+        metadata = {**namespace["metadata"], "deletionTimestamp": rfc3339()}
+        terminating = {**namespace, "metadata": metadata, "status": {"phase": "Terminating"}}
+        terminating = self.namespace_store.replace(terminating)
+        self._pods.delete_all(name)
+        self._remove_if_empty(name)
+        return json_response(terminating)
+
+    def require_active(self, namespace: str, name: str, resource: str) -> None:
+        """403 for new content in a namespace being deleted, as the API server answers."""
+        found = self.namespace_store.find(("", namespace))
+        if found is not None and found["metadata"].get("deletionTimestamp"):
+            raise forbidden(name, resource, TERMINATING.format(namespace))
+
+    def _remove_if_empty(self, namespace: str) -> None:
+        """Remove a Terminating namespace, and what is left in it, once it has no pods."""
+        found = self.namespace_store.find(("", namespace))
+        if found is None or not found["metadata"].get("deletionTimestamp"):
+            return
+        if self._pods.store.select(namespace, PodSelector()):
+            return
+        for store in self._contents:
+            for obj in store.select(namespace, PodSelector()):
+                store.remove(pod_key(obj))
+        self.namespace_store.remove(("", namespace))
+
     def _namespace_in_use(self, event: Event) -> None:
+        namespace = event.obj["metadata"]["namespace"]
         if event.type == "ADDED":
-            self.ensure_namespace(event.obj["metadata"]["namespace"])
+            self.ensure_namespace(namespace)
+        elif event.type == "DELETED":
+            self._remove_if_empty(namespace)

@@ -90,7 +90,7 @@ SERVICE_RESOURCE = Resource(
 )  # fmt: skip
 
 NAMESPACE_RESOURCE = Resource(
-    "", "v1", "namespaces", "namespace", "Namespace", ("create", "get", "list", "watch"),
+    "", "v1", "namespaces", "namespace", "Namespace", ("create", "delete", "get", "list", "watch"),
     ("ns",), namespaced=False, documented=False,
 )  # fmt: skip
 

@@ -23,7 +23,7 @@ from .openapi import openapi_routes
 from .patch import apply_patch
 from .pods import new_pod, parse_body, rfc3339
 from .query import integer
-from .selectors import FIELD_PATHS, parse_selector
+from .selectors import FIELD_PATHS, PodSelector, parse_selector
 from .status import ApiError, JsonObj, bad_request, conflict, invalid, unauthorized
 from .store import PodStore, pod_key
 from .validation import spec_update_errors, validate_metadata, validate_pod
@@ -71,6 +71,8 @@ class PodApi:
         self.kubelet = kubelet
         self.faults = faults
         self.stats = ServerStats()
+        # refuses a pod for its namespace (one being deleted); the cluster API sets it
+        self.require_active: Callable[[str, str, str], None] = lambda namespace, name, kind: None
         self._random = random.Random(seed)
         printer = Printer(table.POD_COLUMNS, table.pod_row)
         self.pods = Collection(
@@ -118,6 +120,7 @@ class PodApi:
             body, warnings = _decode(request, body)
             pod = new_pod(body, self._random)
             _check(pod, validate_pod(pod))
+            self.require_active(pod["metadata"]["namespace"], pod["metadata"]["name"], "pods")
             if _dry_run(request.query.getall("dryRun", [])):
                 self.store.require_absent(pod_key(pod))
                 return json_response(pod, 201, warnings)
@@ -165,6 +168,11 @@ class PodApi:
         return json_response(
             {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}
         )
+
+    def delete_all(self, namespace: str) -> None:
+        """Delete every pod of `namespace`, each as a plain `kubectl delete pod` would."""
+        for pod in self.store.select(namespace, PodSelector()):
+            self._delete(pod, {})
 
     async def read_log(self, request: web.Request) -> web.StreamResponse:
         await self.admit("log")

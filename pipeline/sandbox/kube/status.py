@@ -114,6 +114,11 @@ def unsupported_media_type(content_type: str) -> ApiError:
     return ApiError(415, "UnsupportedMediaType", message)
 
 
+def forbidden(name: str, resource: str, why: str) -> ApiError:
+    message = f'{resource} "{name}" is forbidden: {why}'
+    return ApiError(403, "Forbidden", message, details=_details(name, resource))
+
+
 def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "Unauthorized")
 

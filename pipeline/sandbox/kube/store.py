@@ -79,6 +79,9 @@ class PodStore:
             raise not_found(key[1], self.resource)
         return pod
 
+    def find(self, key: Key) -> JsonObj | None:
+        return self._pods.get(key)
+
     def create(self, pod: JsonObj) -> JsonObj:
         key = pod_key(pod)
         self.require_absent(key)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 
 import aiohttp
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from pipeline.sandbox.kube import KubeEmulator
-from tests.fixtures.kube import client_configuration, phase_reached, pod_manifest, watch_until
+from tests.fixtures.kube import (
+    client_configuration,
+    core_v1_for,
+    phase_reached,
+    pod_manifest,
+    watch_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +136,76 @@ async def test_the_api_server_is_the_kubernetes_service(
     with pytest.raises(ApiException) as raised:
         await asyncio.to_thread(core_v1.read_namespaced_service, "kubernetes", "kube-system")
     assert raised.value.status == 404
+
+
+def namespace_deleted(core_v1: client.CoreV1Api, name: str, resource_version: str) -> bool:
+    """Watch one namespace (blocking: run it in a thread) until it is deleted or 10 s pass."""
+    stream = watch.Watch()
+    for event in stream.stream(
+        core_v1.list_namespace,
+        field_selector=f"metadata.name={name}",
+        resource_version=resource_version,
+        timeout_seconds=10,
+    ):
+        if event["type"] == "DELETED":
+            stream.stop()
+            return True
+    return False
+
+
+STUBBORN = [  # a container that outlives SIGTERM: its pod terminates for its grace period
+    sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    " print('ready', flush=True); time.sleep(60)",
+]  # fmt: skip
+
+
+def first_line(core_v1: client.CoreV1Api, name: str, namespace: str) -> bytes:
+    """The first line a pod logs, read by following its log (blocking: run it in a thread)."""
+    response = core_v1.read_namespaced_pod_log(
+        name, namespace, follow=True, _preload_content=False, _request_timeout=10
+    )
+    try:
+        return bytes(response.readline())
+    finally:
+        response.release_conn()
+
+
+async def test_delete_namespace_stops_its_pods_then_goes_with_them() -> None:
+    async with KubeEmulator(port=0, mode="process") as emulator:
+        core_v1 = core_v1_for(emulator)
+        await asyncio.to_thread(core_v1.create_namespace, {"metadata": {"name": "leaving"}})
+        body = pod_manifest("stubborn", command=STUBBORN)
+        body["spec"]["terminationGracePeriodSeconds"] = 2
+        await asyncio.to_thread(core_v1.create_namespaced_pod, "leaving", body)
+        await asyncio.to_thread(core_v1.create_namespaced_pod, "default", pod_manifest("stays"))
+        await watch_until(core_v1, phase_reached("stubborn", "Running"), namespace="leaving")
+        assert await asyncio.to_thread(first_line, core_v1, "stubborn", "leaving") == b"ready\n"
+
+        answer = await asyncio.to_thread(
+            core_v1.delete_namespace, "leaving", _preload_content=False
+        )
+        deleted = json.loads(answer.data)  # the namespace (the client would read a Status)
+        assert deleted["status"]["phase"] == "Terminating"
+        with pytest.raises(ApiException) as refused:  # no new pods while it terminates
+            await asyncio.to_thread(core_v1.create_namespaced_pod, "leaving", pod_manifest("late"))
+        assert refused.value.status == 403
+        assert "because it is being terminated" in refused.value.body
+
+        rv = deleted["metadata"]["resourceVersion"]
+        assert await asyncio.to_thread(namespace_deleted, core_v1, "leaving", rv)
+        left = await asyncio.to_thread(core_v1.list_pod_for_all_namespaces)
+        names = [(p.metadata.namespace, p.metadata.name) for p in left.items]
+        assert names == [("default", "stays")]
+        events = await asyncio.to_thread(core_v1.list_namespaced_event, "leaving")
+        assert events.items == []
+        core_v1.api_client.close()
+
+
+@pytest.mark.parametrize(("name", "status"), [("default", 403), ("kube-system", 403), ("x", 404)])
+async def test_delete_namespace_refuses_the_immortal_and_the_missing(
+    core_v1: client.CoreV1Api, name: str, status: int
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        await asyncio.to_thread(core_v1.delete_namespace, name)
+    assert raised.value.status == status

@@ -86,7 +86,7 @@ def test_describe_node_lists_the_pods_running_on_it(cluster: Cluster) -> None:
     assert re.search(rf"^\s+{cluster.namespace}\s+{name}\s", pods, re.MULTILINE)
 
 
-def test_create_namespace_then_get_it_active(cluster: Cluster) -> None:
+def test_create_namespace_get_it_active_then_delete_it(cluster: Cluster) -> None:
     namespace = f"team-{uuid.uuid4().hex[:6]}"
     assert cluster.ok("create", "namespace", namespace) == f"namespace/{namespace} created\n"
     try:
@@ -95,9 +95,19 @@ def test_create_namespace_then_get_it_active(cluster: Cluster) -> None:
         again = cluster.kubectl("create", "namespace", namespace)
         assert again.returncode == 1
         assert f'namespaces "{namespace}" already exists' in again.stderr
-    finally:
-        if cluster.emulator is None:  # the emulator's namespaces are never deleted
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        cluster.ok("run", "inside", "--image=busybox:1.36", "--restart=Never",
+                   f"--namespace={namespace}", "--", "sleep", "60")  # fmt: skip
+    finally:  # kubectl waits until the namespace, and the pod in it, are gone
+        deleted = cluster.ok("delete", "namespace", namespace, "--timeout=60s", timeout=90)
+    assert deleted == f'namespace "{namespace}" deleted\n'
+    gone = cluster.kubectl("get", "namespace", namespace)
+    assert gone.returncode == 1 and f'namespaces "{namespace}" not found' in gone.stderr
+
+
+def test_the_default_namespace_may_not_be_deleted(cluster: Cluster) -> None:
+    refused = cluster.kubectl("delete", "namespace", "default")
+    assert refused.returncode == 1
+    assert 'namespaces "default" is forbidden: this namespace may not be deleted' in refused.stderr
 
 
 def test_create_namespace_with_a_bad_name_says_why(cluster: Cluster) -> None:
