@@ -20,6 +20,7 @@ from types import TracebackType
 import yaml
 from aiohttp import web
 
+from . import auth
 from .admin import admin_routes
 from .cluster import ClusterApi, sandbox_node
 from .discovery import (
@@ -128,8 +129,11 @@ class KubeEmulator:
 
     async def start(self) -> None:
         admin = admin_routes(self.faults, self.kubelet, self.api.stats)
-        served = (POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE, SERVICE_RESOURCE)
-        routes = admin + self.events.routes() + self.cluster.routes()
+        served = (
+            POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE, SERVICE_RESOURCE,
+            *auth.RESOURCES,
+        )  # fmt: skip
+        routes = admin + self.events.routes() + self.cluster.routes() + auth.auth_routes()
         app = build_app(self.api, self.token, routes, served)
         self._runner = web.AppRunner(
             app,

@@ -111,13 +111,20 @@ async def test_generate_name_makes_a_namespace(core_v1: client.CoreV1Api) -> Non
     assert created.metadata.name.startswith("t-") and len(created.metadata.name) == 7
 
 
-@pytest.mark.parametrize("resource", ["namespaces", "namespaces/default/events"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "api/v1/namespaces",
+        "api/v1/namespaces/default/events",
+        "apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+    ],
+)
 async def test_a_body_that_is_not_json_is_a_bad_request(
-    kube_emulator: KubeEmulator, resource: str
+    kube_emulator: KubeEmulator, path: str
 ) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{kube_emulator.url}/api/v1/{resource}", data=b"{not json") as response,
+        session.post(f"{kube_emulator.url}/{path}", data=b"{not json") as response,
     ):
         status = await response.json()
     assert (response.status, status["reason"]) == (400, "BadRequest")
@@ -209,3 +216,20 @@ async def test_delete_namespace_refuses_the_immortal_and_the_missing(
     with pytest.raises(ApiException) as raised:
         await asyncio.to_thread(core_v1.delete_namespace, name)
     assert raised.value.status == status
+
+
+async def test_access_reviews_allow_and_whoami_names_the_sandbox_user(
+    kube_emulator: KubeEmulator,
+) -> None:
+    api_client = client.ApiClient(client_configuration(kube_emulator))
+    attributes = {"namespace": "default", "verb": "create", "resource": "pods"}
+    review = {"spec": {"resourceAttributes": attributes}}
+    answer = await asyncio.to_thread(
+        client.AuthorizationV1Api(api_client).create_self_subject_access_review, review
+    )
+    assert answer.status.allowed and answer.spec.resource_attributes.verb == "create"
+    me = await asyncio.to_thread(
+        client.AuthenticationV1Api(api_client).create_self_subject_review, {}
+    )
+    assert me.status.user_info.username == "sandbox-admin"
+    api_client.close()

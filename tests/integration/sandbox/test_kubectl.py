@@ -104,6 +104,16 @@ def test_create_namespace_get_it_active_then_delete_it(cluster: Cluster) -> None
     assert gone.returncode == 1 and f'namespaces "{namespace}" not found' in gone.stderr
 
 
+def test_auth_can_i_and_whoami_answer(cluster: Cluster) -> None:
+    assert cluster.ok("auth", "can-i", "create", "pods") == "yes\n"
+    assert cluster.ok("auth", "can-i", "delete", "pods", "--subresource=log") == "yes\n"
+    header, *rows = columns(cluster.ok("auth", "whoami"))
+    assert header == ["ATTRIBUTE", "VALUE"] and rows[0][0] == "Username"
+    if cluster.emulator is not None:  # the sandbox's one user; a cluster names its own
+        assert rows[0][1] == "sandbox-admin"
+        assert "[*]" in cluster.ok("auth", "can-i", "--list")
+
+
 def test_the_default_namespace_may_not_be_deleted(cluster: Cluster) -> None:
     refused = cluster.kubectl("delete", "namespace", "default")
     assert refused.returncode == 1
