@@ -1,6 +1,7 @@
 """Regenerate the Kubernetes emulator's schema file from the published Kubernetes definitions.
 
-The emulator serves OpenAPI for what it serves (pods, events, discovery and Status) from
+The emulator serves OpenAPI for what it serves (pods, events, namespaces, nodes, services,
+discovery and Status) from
 `pipeline/sandbox/kube/openapi/definitions.json`: a trimmed copy of the published v1.32
 definitions, cut to the types reachable from those roots. The source is the JSON Schema
 restatement of the published definitions that the `kubernetes-validate` package ships
@@ -27,6 +28,12 @@ ROOTS = (
     "io.k8s.api.core.v1.PodList",
     "io.k8s.api.core.v1.Event",
     "io.k8s.api.core.v1.EventList",
+    "io.k8s.api.core.v1.Namespace",
+    "io.k8s.api.core.v1.NamespaceList",
+    "io.k8s.api.core.v1.Node",
+    "io.k8s.api.core.v1.NodeList",
+    "io.k8s.api.core.v1.Service",
+    "io.k8s.api.core.v1.ServiceList",
     "io.k8s.api.events.v1.Event",
     "io.k8s.api.events.v1.EventList",
     "io.k8s.apimachinery.pkg.apis.meta.v1.APIGroup",

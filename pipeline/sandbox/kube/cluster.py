@@ -24,14 +24,15 @@ from .collection import Admit, Collection, Printer, json_response
 from .discovery import SERVER_VERSION
 from .faults import Faults
 from .kubelet import NODE_NAME, Mode
+from .patch import apply_patch
 from .pods import rfc3339
 from .podstatus import HOST_IP
 from .selectors import FieldPaths, PodSelector
 from .server import PodApi, read_json
-from .status import JsonObj, bad_request, forbidden, invalid
+from .status import JsonObj, bad_request, conflict, forbidden, invalid
 from .store import Event, PodStore, pod_key
 from .table import age
-from .validation import dns_label_errors, invalid_value
+from .validation import dns_label_errors, invalid_value, validate_metadata
 
 DEFAULT_MAX_PODS = 110  # the kubelet's --max-pods default
 STARTING_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
@@ -229,16 +230,24 @@ def _condition(kind: str, true: bool, reason: str, message: str, now: str) -> Js
     }
 
 
-def new_namespace(name: str, labels: Any = None) -> JsonObj:
-    """An Active namespace carrying `labels` (when they are a mapping) beside its name label."""
-    given = labels if isinstance(labels, dict) else {}
+def new_namespace(name: str, labels: Any = None, annotations: Any = None) -> JsonObj:
+    """An Active namespace carrying `labels` and `annotations` (each when it is a mapping),
+    and the name label apiserver sets."""
+    metadata = _metadata(name, _name_labelled(name, labels))
+    if isinstance(annotations, dict) and annotations:
+        metadata["annotations"] = annotations
     return {
         "kind": "Namespace",
         "apiVersion": "v1",
-        "metadata": _metadata(name, {**given, "kubernetes.io/metadata.name": name}),
+        "metadata": metadata,
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
+
+
+def _name_labelled(name: str, labels: Any) -> dict[str, Any]:
+    given = labels if isinstance(labels, dict) else {}
+    return {**given, "kubernetes.io/metadata.name": name}
 
 
 class ClusterApi:
@@ -313,6 +322,8 @@ class ClusterApi:
             web.get("/api/v1/namespaces", self.list_namespaces),
             web.post("/api/v1/namespaces", self.create_namespace),
             web.get("/api/v1/namespaces/{name}", self.get_namespace),
+            web.put("/api/v1/namespaces/{name}", self.replace_namespace),
+            web.patch("/api/v1/namespaces/{name}", self.patch_namespace),
             web.delete("/api/v1/namespaces/{name}", self.delete_namespace),
             web.get("/api/v1/services", self.list_services),
             web.get(services, self.list_services),
@@ -358,8 +369,39 @@ class ClusterApi:
         if errors:
             causes = [invalid_value("metadata.name", name, e) for e in errors]
             raise invalid(name, causes, "Namespace")
-        created = self.namespace_store.create(new_namespace(name, meta.get("labels")))
-        return json_response(created, 201)
+        namespace = new_namespace(name, meta.get("labels"), meta.get("annotations"))
+        _check_metadata(namespace["metadata"])
+        return json_response(self.namespace_store.create(namespace), 201)
+
+    async def replace_namespace(self, request: web.Request) -> web.Response:
+        await self._admit("update")
+        old = self.namespace_store.get(("", request.match_info["name"]))
+        return json_response(self._update_namespace(old, await read_json(request)))
+
+    async def patch_namespace(self, request: web.Request) -> web.Response:
+        await self._admit("patch")
+        old = self.namespace_store.get(("", request.match_info["name"]))
+        patched = apply_patch(request.content_type, old, await read_json(request))
+        return json_response(self._update_namespace(old, patched))
+
+    def _update_namespace(self, old: JsonObj, new: Any) -> JsonObj:
+        """A namespace's labels and annotations as `new` has them; the rest is the server's."""
+        meta = new.get("metadata") if isinstance(new, dict) else None
+        if not isinstance(meta, dict):
+            raise bad_request("a Namespace needs metadata")
+        name = old["metadata"]["name"]
+        if meta.get("name", name) != name:
+            raise bad_request(f"the name of the object ({meta['name']}) does not match the URL")
+        expected_rv = meta.get("resourceVersion")
+        if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(name, "namespaces")
+        metadata = {**old["metadata"], "labels": _name_labelled(name, meta.get("labels"))}
+        metadata.pop("annotations", None)
+        if isinstance(meta.get("annotations"), dict) and meta["annotations"]:
+            metadata["annotations"] = meta["annotations"]
+        _check_metadata(metadata)
+        updated = {**old, "metadata": metadata}
+        return old if updated == old else self.namespace_store.replace(updated)
 
     async def delete_namespace(self, request: web.Request) -> web.Response:
         """Mark the namespace Terminating and delete its pods (gracefully, as the kubelet
@@ -402,3 +444,10 @@ class ClusterApi:
             self.ensure_namespace(namespace)
         elif event.type == "DELETED":
             self._remove_if_empty(namespace)
+
+
+def _check_metadata(metadata: JsonObj) -> None:
+    """422 for labels or annotations apiserver would refuse."""
+    causes = validate_metadata(metadata)
+    if causes:
+        raise invalid(metadata["name"], causes, "Namespace")

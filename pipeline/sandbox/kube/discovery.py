@@ -80,18 +80,17 @@ EVENT_RESOURCE = Resource(
 )
 
 NODE_RESOURCE = Resource(
-    "", "v1", "nodes", "node", "Node", ("get", "list", "watch"), ("no",),
-    namespaced=False, documented=False,
+    "", "v1", "nodes", "node", "Node", ("get", "list", "watch"), ("no",), namespaced=False,
 )  # fmt: skip
 
 SERVICE_RESOURCE = Resource(
     "", "v1", "services", "service", "Service", ("get", "list", "watch"), ("svc",),
-    categories=("all",), documented=False,
+    categories=("all",),
 )  # fmt: skip
 
 NAMESPACE_RESOURCE = Resource(
-    "", "v1", "namespaces", "namespace", "Namespace", ("create", "delete", "get", "list", "watch"),
-    ("ns",), namespaced=False, documented=False,
+    "", "v1", "namespaces", "namespace", "Namespace",
+    ("create", "delete", "get", "list", "patch", "update", "watch"), ("ns",), namespaced=False,
 )  # fmt: skip
 
 

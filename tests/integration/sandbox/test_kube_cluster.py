@@ -233,3 +233,25 @@ async def test_access_reviews_allow_and_whoami_names_the_sandbox_user(
     )
     assert me.status.user_info.username == "sandbox-admin"
     api_client.close()
+
+
+async def test_a_namespace_is_patched_and_replaced_as_apiserver_would(
+    core_v1: client.CoreV1Api,
+) -> None:
+    await asyncio.to_thread(core_v1.create_namespace, {"metadata": {"name": "changing"}})
+    patch = {"metadata": {"labels": {"team": "data"}, "annotations": {"note": "kept"}}}
+    patched = await asyncio.to_thread(core_v1.patch_namespace, "changing", patch)
+    assert patched.metadata.labels == {"team": "data", "kubernetes.io/metadata.name": "changing"}
+    assert patched.metadata.annotations == {"note": "kept"}
+    stale = {"metadata": {"name": "changing", "resourceVersion": "1"}}
+    with pytest.raises(ApiException) as conflicted:
+        await asyncio.to_thread(core_v1.replace_namespace, "changing", stale)
+    assert conflicted.value.status == 409
+    bad = {"metadata": {"labels": {"bad key": "x"}}}
+    with pytest.raises(ApiException) as refused:
+        await asyncio.to_thread(core_v1.patch_namespace, "changing", bad)
+    assert refused.value.status == 422
+    current = {"metadata": {"name": "changing"}}  # no labels: only the name label stays
+    replaced = await asyncio.to_thread(core_v1.replace_namespace, "changing", current)
+    assert replaced.metadata.labels == {"kubernetes.io/metadata.name": "changing"}
+    assert replaced.metadata.uid == patched.metadata.uid and replaced.status.phase == "Active"

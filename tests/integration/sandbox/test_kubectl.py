@@ -277,6 +277,48 @@ def test_explain_reads_the_published_schema(cluster: Cluster) -> None:
     assert "image\t<string>" in fields and "name\t<string> -required-" in fields
 
 
+@pytest.mark.parametrize(
+    ("field", "kind", "said"),
+    [
+        ("node.status.capacity", "Node", "Capacity represents the total resources of a node."),
+        ("namespace.status.phase", "Namespace", "Phase is the current lifecycle phase"),
+        ("service.spec.clusterIP", "Service", "clusterIP is the IP address of the service"),
+    ],
+)
+def test_explain_knows_the_cluster_resources(
+    cluster: Cluster, field: str, kind: str, said: str
+) -> None:
+    text = cluster.ok("explain", field)
+    assert f"KIND:       {kind}" in text and said in text
+
+
+def test_a_namespace_is_applied_labelled_and_annotated(cluster: Cluster) -> None:
+    namespace = f"applied-{uuid.uuid4().hex[:6]}"
+    manifest = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {"tier": "batch"}}}  # fmt: skip
+    try:
+        assert cluster.ok("apply", "-f", "-", input=yaml.safe_dump(manifest)).strip() == (
+            f"namespace/{namespace} created"
+        )
+        manifest["metadata"]["labels"]["tier"] = "stream"
+        assert cluster.ok("apply", "-f", "-", input=yaml.safe_dump(manifest)).strip() == (
+            f"namespace/{namespace} configured"
+        )
+        cluster.ok("label", "namespace", namespace, "team=data")
+        cluster.ok("annotate", "namespace", namespace, "note=kept")
+        found = json.loads(cluster.ok("get", "namespace", namespace, "-o", "json"))
+        labels = found["metadata"]["labels"]
+        assert labels == {"tier": "stream", "team": "data",
+                          "kubernetes.io/metadata.name": namespace}  # fmt: skip
+        assert found["metadata"]["annotations"]["note"] == "kept"
+        refused = cluster.kubectl("label", "namespace", namespace, "bad label=x")
+        assert refused.returncode == 1 and f'The Namespace "{namespace}" is invalid' in (
+            refused.stderr
+        )
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 def test_apply_validates_creates_and_configures(cluster: Cluster) -> None:
     name = cluster.name("applied")
     manifest = pod_yaml(name, "sleep 60", labels={"suite": "kubectl"})

@@ -113,34 +113,37 @@ def _v3(node: Any) -> Any:
 
 def _resource_paths(resource: Resource) -> JsonObj:
     base = f"/api/{resource.version}" if not resource.group else f"/apis/{resource.group_version}"
-    collection = f"{base}/namespaces/{{namespace}}/{resource.name}"
-    item = collection + "/{name}"
+    scope, collection, in_scope = "", base, _CLUSTER
+    if resource.namespaced:
+        scope, collection, in_scope = "Namespaced", f"{base}/namespaces/{{namespace}}", _IN_NS
+    collection += f"/{resource.name}"
+    item, named = collection + "/{name}", ("name", *in_scope)
     one = _ref(definition_for(resource.group, resource.version, resource.kind))
     many = _ref(definition_for(resource.group, resource.version, resource.kind + "List"))
     status = _ref("io.k8s.apimachinery.pkg.apis.meta.v1.Status")
     op = functools.partial(_operation, resource)
-    in_namespace = ("namespace",)
     paths: JsonObj = {
-        f"{base}/{resource.name}": {"get": op("list", "ForAllNamespaces", many, _LIST)},
         collection: {
-            "get": op("list", "Namespaced", many, _LIST, path=in_namespace),
-            "post": op("post", "Namespaced", one, _WRITE, path=in_namespace, body=one),
-            "delete": op("deletecollection", "Namespaced", status, _LIST, path=in_namespace),
+            "get": op("list", scope, many, _LIST, path=in_scope),
+            "post": op("post", scope, one, _WRITE, path=in_scope, body=one),
+            "delete": op("deletecollection", scope, status, _LIST, path=in_scope),
         },
         item: {
-            **_read_write(op, "Namespaced", one),
-            "delete": op("delete", "Namespaced", one, _DELETE, path=_NAMED),
+            **_read_write(op, scope, one, named),
+            "delete": op("delete", scope, one, _DELETE, path=named),
         },
     }
+    if resource.namespaced:
+        paths[f"{base}/{resource.name}"] = {"get": op("list", "ForAllNamespaces", many, _LIST)}
     _drop_unserved(paths, resource.verbs, collection)
     for sub in resource.subresources:
-        suffix = f"Namespaced{sub.name.capitalize()}"
+        suffix = f"{scope}{sub.name.capitalize()}"
         if sub.name == "log":
             text = {"type": "string"}
-            log = op("get", suffix, text, _LOG, path=_NAMED, media="text/plain")
+            log = op("get", suffix, text, _LOG, path=named, media="text/plain")
             paths[f"{item}/{sub.name}"] = {"get": log}
         elif sub.name == "status":
-            paths[f"{item}/{sub.name}"] = _read_write(op, suffix, one)
+            paths[f"{item}/{sub.name}"] = _read_write(op, suffix, one, named)
         # exec is a WebSocket upgrade; no client reads its operation from OpenAPI
     return paths
 
@@ -159,17 +162,18 @@ def _drop_unserved(paths: JsonObj, verbs: Sequence[str], collection: str) -> Non
                 del item[method]
 
 
-def _read_write(op: Any, suffix: str, one: Schema) -> JsonObj:
+def _read_write(op: Any, suffix: str, one: Schema, named: Sequence[str]) -> JsonObj:
     """get, put and patch of one object (or of its status subresource)."""
     patch_body = {"type": "object"}
     return {
-        "get": op("get", suffix, one, (), path=_NAMED),
-        "put": op("put", suffix, one, _WRITE, path=_NAMED, body=one),
-        "patch": op("patch", suffix, one, _PATCH, path=_NAMED, body=patch_body, patch=True),
+        "get": op("get", suffix, one, (), path=named),
+        "put": op("put", suffix, one, _WRITE, path=named, body=one),
+        "patch": op("patch", suffix, one, _PATCH, path=named, body=patch_body, patch=True),
     }
 
 
-_NAMED = ("name", "namespace")
+_IN_NS: tuple[str, ...] = ("namespace",)
+_CLUSTER: tuple[str, ...] = ()
 _PATCH = ("dryRun", "fieldManager", "fieldValidation", "force")
 _PATCH = ("dryRun", "fieldManager", "fieldValidation", "force")
 _LIST = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
