@@ -433,10 +433,10 @@ class ClusterApi:
             return
         if self._pods.store.select(namespace, PodSelector()):
             return
+        self.namespace_store.remove(("", namespace))  # first: the removals below call back
         for store in self._contents:
             for obj in store.select(namespace, PodSelector()):
                 store.remove(pod_key(obj))
-        self.namespace_store.remove(("", namespace))
 
     def _namespace_in_use(self, event: Event) -> None:
         namespace = event.obj["metadata"]["namespace"]

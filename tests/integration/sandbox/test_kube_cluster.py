@@ -255,3 +255,18 @@ async def test_a_namespace_is_patched_and_replaced_as_apiserver_would(
     replaced = await asyncio.to_thread(core_v1.replace_namespace, "changing", current)
     assert replaced.metadata.labels == {"kubernetes.io/metadata.name": "changing"}
     assert replaced.metadata.uid == patched.metadata.uid and replaced.status.phase == "Active"
+
+
+async def test_a_namespace_of_finished_pods_goes_at_once_with_their_events(
+    core_v1: client.CoreV1Api,
+) -> None:
+    await asyncio.to_thread(core_v1.create_namespaced_pod, "done", pod_manifest("finished"))
+    await watch_until(core_v1, phase_reached("finished", "Succeeded"), namespace="done")
+    assert (await asyncio.to_thread(core_v1.list_namespaced_event, "done")).items
+
+    await asyncio.to_thread(core_v1.delete_namespace, "done", _preload_content=False)
+    with pytest.raises(ApiException) as gone:
+        await asyncio.to_thread(core_v1.read_namespace, "done")
+    assert gone.value.status == 404
+    assert (await asyncio.to_thread(core_v1.list_namespaced_event, "done")).items == []
+    assert (await asyncio.to_thread(core_v1.list_namespaced_pod, "done")).items == []

@@ -175,7 +175,6 @@ def _read_write(op: Any, suffix: str, one: Schema, named: Sequence[str]) -> Json
 _IN_NS: tuple[str, ...] = ("namespace",)
 _CLUSTER: tuple[str, ...] = ()
 _PATCH = ("dryRun", "fieldManager", "fieldValidation", "force")
-_PATCH = ("dryRun", "fieldManager", "fieldValidation", "force")
 _LIST = ("labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
          "resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks")  # fmt: skip
 _WRITE = ("dryRun", "fieldManager", "fieldValidation")
