@@ -9,8 +9,8 @@ reads a state from the table (`lookup`, a decode) only to show it or to check it
 After a recovery or a rebalance the order is rebuilt once from each state's `first_seen`.
 
 A query for one run (a dag_id and a run_id: what Airflow's executor asks for every run it
-tracks) walks that run's keys alone, kept in the same order per run (`runs`), so its cost
-follows the run's size, not the table's.
+tracks; or a run_id only one DAG has) walks that run's keys alone, kept in the same order per
+run (`runs`), so its cost follows the run's size, not the table's.
 """
 
 from __future__ import annotations
@@ -70,14 +70,6 @@ class TaskQuery:
     @property
     def needs_state(self) -> bool:
         return self.since is not None or self.until is not None
-
-    @property
-    def run(self) -> Run | None:
-        """The one run this query is confined to, if it names both its dag and run."""
-        wanted = dict(self.exact)
-        if "dag_id" in wanted and "run_id" in wanted:
-            return wanted["dag_id"], wanted["run_id"]
-        return None
 
     def matches(self, state: TaskState) -> bool:
         key: Mapping[str, Any] = state["key"]
@@ -260,10 +252,22 @@ class Arrivals:
         return list(self.runs.get(run, ()))
 
     def _newest_first(self, query: TaskQuery) -> Iterable[tuple[bytes, str]]:
-        """Every key the query could match, with its cell: one run's, when it names one."""
-        if (run := query.run) is None:
+        """Every key the query could match, with its cell: one run's, when it names a run
+        that only one DAG has (several runs interleave only in the overall order)."""
+        runs = self._runs_named(query)
+        if runs is None or len(runs) > 1:
             return reversed(self.cell_of.items())
-        return ((key, self.cell_of[key]) for key in reversed(self.runs.get(run, {})))
+        keys = self.runs[runs[0]] if runs else {}
+        return ((key, self.cell_of[key]) for key in reversed(keys))
+
+    def _runs_named(self, query: TaskQuery) -> list[Run] | None:
+        """The runs held that a query's run_id (and dag_id) name; None if it names none."""
+        wanted = dict(query.exact)
+        if (run_id := wanted.get("run_id")) is None:
+            return None
+        if (dag_id := wanted.get("dag_id")) is not None:
+            return [(dag_id, run_id)] if (dag_id, run_id) in self.runs else []
+        return [run for run in self.runs if run[1] == run_id]  # a walk of runs, not tries
 
     def page(self, query: TaskQuery, offset: int, limit: int) -> tuple[list[TaskState], bool]:
         """States `offset`..`offset + limit` of the matches, and whether more match; a state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import example, given
@@ -228,7 +229,29 @@ def test_a_run_query_walks_that_runs_tries_alone_newest_first() -> None:
     assert names(found) == ["task-10", "task-4"] and not more  # n % 3 == 1 and n % 2 == 0
     assert arrivals.page(run_query("dag-1", "run-9"), 0, 10) == ([], False)
     assert len(walked) == 2
+    arrivals.cell_of = NoWalk(arrivals.cell_of)  # from here, a walk of every key fails
+    assert names(arrivals.page(run_query("dag-1", "run-0"), 0, 10)[0]) == ["task-10", "task-4"]
     assert arrivals.keys_of(("dag-1", "run-0")) == [state_key(state_of(n)["key"]) for n in (4, 10)]
+
+
+class NoWalk(dict[bytes, str]):
+    def items(self) -> Any:
+        raise AssertionError("the listing walked every key")
+
+
+def test_a_run_id_alone_walks_its_run_when_only_one_dag_has_it() -> None:
+    table: dict[bytes, TaskState] = {}
+    arrivals = filled(6, table)  # run-0 and run-1, each in three dags
+    only, _ = fold_event(
+        None, make_event(TaskKey("etl", "load", "once", -1, 1), "t", State.QUEUED), 10
+    )
+    table[state_key(only["key"])] = only
+    arrivals.put(state_key(only["key"]), only)
+    shared = arrivals.page(TaskQuery.from_params({"run_id": "run-0"}), 0, 10)[0]
+    assert names(shared) == ["task-4", "task-2", "task-0"]  # three dags' run-0, newest first
+    arrivals.cell_of = NoWalk(arrivals.cell_of)
+    assert arrivals.page(TaskQuery.from_params({"run_id": "once"}), 0, 10)[0] == [only]
+    assert arrivals.page(TaskQuery.from_params({"run_id": "never"}), 0, 10) == ([], False)
 
 
 operations = st.lists(
@@ -264,7 +287,9 @@ def test_each_runs_keys_follow_the_listings_order_through_any_changes(
     arrivals.sync(table.items(), len(table))  # what every read does first
     assert {k for keys in arrivals.runs.values() for k in keys} == set(table)
     assert all(arrivals.runs.values())  # a run with no tries left is dropped
+    everything, _ = arrivals.page(TaskQuery(), 0, 100)
     for dag, run in {(s["key"]["dag_id"], s["key"]["run_id"]) for s in table.values()}:
-        everything, _ = arrivals.page(TaskQuery(), 0, 100)
         same_run = [s for s in everything if (s["key"]["dag_id"], s["key"]["run_id"]) == (dag, run)]
         assert arrivals.page(run_query(dag, run), 0, 100)[0] == same_run
+        any_dag = [s for s in everything if s["key"]["run_id"] == run]
+        assert arrivals.page(TaskQuery.from_params({"run_id": run}), 0, 100)[0] == any_dag
