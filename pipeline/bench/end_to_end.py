@@ -31,10 +31,10 @@ import orjson
 
 from pipeline import messages
 from pipeline.bench import BenchResult
-from pipeline.bench.procstat import Usage, group_usage, own_children, process_usage
 from pipeline.config import Settings
 from pipeline.kafka import make_consumer, make_producer, send_all, started
 from pipeline.messages import TERMINAL_STATES, State, TaskKey
+from pipeline.procstat import Usage, group_usage, own_children, process_usage
 from pipeline.sandbox.broker import free_port
 from pipeline.sandbox.dev import LOOPBACK, DevEnvironment, DevOptions, dev_environment
 from pipeline.sandbox.kube import FaultConfig, Timings

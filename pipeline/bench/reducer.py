@@ -30,10 +30,10 @@ import aiohttp
 from aiokafka import TopicPartition
 
 from pipeline.bench import BenchResult
-from pipeline.bench.procstat import process_usage
 from pipeline.config import Settings, TopicSettings
 from pipeline.kafka import create_topics, make_consumer, make_producer, send_all, started
 from pipeline.messages import State, TaskEvent, TaskKey, decode_event, encode, make_event
+from pipeline.procstat import process_usage
 from pipeline.reducer.fold import TaskState, fold_event, state_key
 from pipeline.replay import collect, read_range, rebuild_records
 from pipeline.sandbox.broker import free_port, tansu_broker

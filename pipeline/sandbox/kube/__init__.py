@@ -20,7 +20,7 @@ from types import TracebackType
 import yaml
 from aiohttp import web
 
-from . import auth
+from . import auth, metrics
 from .admin import admin_routes
 from .cluster import ClusterApi, sandbox_node
 from .discovery import (
@@ -131,9 +131,13 @@ class KubeEmulator:
         admin = admin_routes(self.faults, self.kubelet, self.api.stats)
         served = (
             POD_RESOURCE, EVENT_RESOURCE, NODE_RESOURCE, NAMESPACE_RESOURCE, SERVICE_RESOURCE,
-            *auth.RESOURCES,
+            *auth.RESOURCES, *metrics.RESOURCES,
         )  # fmt: skip
-        routes = admin + self.events.routes() + self.cluster.routes() + auth.auth_routes()
+        usage = metrics.MetricsApi(self.kubelet, self.store, self.api.admit)
+        routes = [
+            *admin, *self.events.routes(), *self.cluster.routes(), *auth.auth_routes(),
+            *usage.routes(),
+        ]  # fmt: skip
         app = build_app(self.api, self.token, routes, served)
         self._runner = web.AppRunner(
             app,

@@ -91,6 +91,7 @@ class Kubelet:
         self.timings = timings or Timings()
         self.stats = KubeletStats()
         self.logs: dict[Key, dict[str, ContainerLogs]] = {}
+        self.live: dict[Key, dict[str, ContainerRun]] = {}  # running containers, by pod
         self._queue: dict[Key, bool] = {}  # FIFO of unscheduled pods -> marked Unschedulable
         self._runs: dict[Key, _PodRun] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -288,6 +289,23 @@ class Kubelet:
         """How the container ends: by itself, or stopped (delete, OOM kill, eviction)."""
         if isinstance(container, str):
             return Termination(128, "StartError", started_at, rfc3339(), container)
+        live = self.live.setdefault(key, {})
+        live[name] = container
+        try:
+            return await self._exit_of(key, name, container, stop, started_at)
+        finally:
+            live.pop(name, None)
+            if not live and self.live.get(key) is live:
+                del self.live[key]
+
+    async def _exit_of(
+        self,
+        key: Key,
+        name: str,
+        container: ContainerRun,
+        stop: asyncio.Future[Stop],
+        started_at: str,
+    ) -> Termination:
         exited: asyncio.Future[int] = asyncio.ensure_future(container.wait())
         either: list[asyncio.Future[Any]] = [exited, stop]
         try:

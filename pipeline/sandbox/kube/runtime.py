@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 from typing import Protocol
 
 from .logs import LogBuffer
@@ -24,6 +25,9 @@ class StartError(Exception):
 
 
 class ContainerRun(Protocol):
+    started: float  # time.monotonic() at its start
+    process_group: int | None  # its local processes' group, when it has any
+
     async def wait(self) -> int: ...
 
     async def stop(self, grace_seconds: float) -> int: ...
@@ -39,6 +43,8 @@ class SimulatedRun:
     def __init__(
         self, seconds: float, exit_code: int, output: str, log: LogBuffer, container: JsonObj
     ) -> None:
+        self.started = time.monotonic()
+        self.process_group: int | None = None
         self._seconds = seconds
         self._exit_code = exit_code
         self._quiet = bool(output)
@@ -68,6 +74,8 @@ class ProcessRun:
     """The container's command+args as a local process (never through a shell)."""
 
     def __init__(self, process: asyncio.subprocess.Process, log: LogBuffer) -> None:
+        self.started = time.monotonic()
+        self.process_group: int | None = process.pid  # its own session's leader
         self._process = process
         self._log = log
         self._pump = asyncio.create_task(self._copy_output())

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from pipeline.sandbox.kube import KubeEmulator
+from pipeline.sandbox.kube import RUN_SECONDS, KubeEmulator
 from tests.fixtures.kube import (
     client_configuration,
     core_v1_for,
@@ -270,3 +270,58 @@ async def test_a_namespace_of_finished_pods_goes_at_once_with_their_events(
     assert gone.value.status == 404
     assert (await asyncio.to_thread(core_v1.list_namespaced_event, "done")).items == []
     assert (await asyncio.to_thread(core_v1.list_namespaced_pod, "done")).items == []
+
+
+BURNER = [  # some CPU, then a line to say so, then idle
+    sys.executable, "-c",
+    "sum(range(3_000_000)); print('ready', flush=True); import time; time.sleep(60)",
+]  # fmt: skip
+
+
+async def test_metrics_report_a_process_containers_cpu_and_memory() -> None:
+    async with KubeEmulator(port=0, mode="process") as emulator:
+        core_v1 = core_v1_for(emulator)
+        metrics = client.CustomObjectsApi(core_v1.api_client)
+        await asyncio.to_thread(
+            core_v1.create_namespaced_pod, "default", pod_manifest("burner", command=BURNER)
+        )
+        assert await asyncio.to_thread(first_line, core_v1, "burner", "default") == b"ready\n"
+        found = await asyncio.to_thread(
+            metrics.get_namespaced_custom_object,
+            "metrics.k8s.io", "v1beta1", "default", "pods", "burner",
+        )  # fmt: skip
+        [container] = found["containers"]
+        assert container["name"] == "base"
+        assert int(container["usage"]["cpu"].removesuffix("n")) > 0
+        assert int(container["usage"]["memory"].removesuffix("Ki")) > 1024  # a Python: MiBs
+        nodes = await asyncio.to_thread(
+            metrics.list_cluster_custom_object, "metrics.k8s.io", "v1beta1", "nodes"
+        )
+        [node] = nodes["items"]
+        assert node["metadata"]["name"] == "sandbox-node"
+        assert int(node["usage"]["memory"].removesuffix("Ki")) > 0
+
+        done = pod_manifest("done", command=["true"])
+        created = await asyncio.to_thread(core_v1.create_namespaced_pod, "default", done)
+        rv = created.metadata.resource_version
+        await watch_until(core_v1, phase_reached("done", "Succeeded"), resource_version=rv)
+        with pytest.raises(ApiException) as gone:  # nothing running, no metrics
+            await asyncio.to_thread(
+                metrics.get_namespaced_custom_object,
+                "metrics.k8s.io", "v1beta1", "default", "pods", "done",
+            )  # fmt: skip
+        assert gone.value.status == 404
+        core_v1.api_client.close()
+
+
+async def test_a_simulated_container_uses_nothing(core_v1: client.CoreV1Api) -> None:
+    body = pod_manifest("idle", annotations={RUN_SECONDS: "60"})  # running for the test
+    created = await asyncio.to_thread(core_v1.create_namespaced_pod, "default", body)
+    rv = created.metadata.resource_version
+    await watch_until(core_v1, phase_reached("idle", "Running"), resource_version=rv)
+    metrics = client.CustomObjectsApi(core_v1.api_client)
+    found = await asyncio.to_thread(
+        metrics.list_namespaced_custom_object, "metrics.k8s.io", "v1beta1", "default", "pods"
+    )
+    [pod] = found["items"]
+    assert pod["containers"] == [{"name": "base", "usage": {"cpu": "0n", "memory": "0Ki"}}]

@@ -114,6 +114,21 @@ def test_auth_can_i_and_whoami_answer(cluster: Cluster) -> None:
         assert "[*]" in cluster.ok("auth", "can-i", "--list")
 
 
+def test_top_shows_a_running_pod_and_the_node(cluster: Cluster) -> None:
+    if cluster.emulator is None:
+        pytest.skip("kubectl top needs the cluster's metrics-server, which may lag or be absent")
+    name = cluster.name("top")
+    cluster.create_pod(name, "sleep 60")
+    wait_for(cluster, name, "condition=Ready")
+    header, *rows = columns(cluster.ok("top", "pod", name))
+    assert header == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
+    [(shown, cpu, memory)] = rows
+    assert shown == name and cpu.endswith("m") and memory.endswith(("Ki", "Mi"))
+    header, *rows = columns(cluster.ok("top", "node"))
+    assert header == ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"]
+    assert [row[0] for row in rows] == ["sandbox-node"]
+
+
 def test_the_default_namespace_may_not_be_deleted(cluster: Cluster) -> None:
     refused = cluster.kubectl("delete", "namespace", "default")
     assert refused.returncode == 1

@@ -1,7 +1,9 @@
-"""CPU seconds and resident memory of process groups, read from /proc (Linux only).
+"""CPU seconds and resident memory of process groups and of the machine, read from /proc
+(Linux only; elsewhere they read as zero).
 
 A benchmark names each process it started (broker, each stage, the worker) by the id of its
-process group, so forked children (Celery's pool, a task's command) count with their parent.
+process group, so forked children (Celery's pool, a task's command) count with their parent;
+the sandbox's `kubectl top` reads its containers' groups the same way.
 """
 
 from __future__ import annotations
@@ -70,3 +72,25 @@ def process_usage(pid: int) -> Usage:
     if fields is None:
         return Usage(0.0, 0)
     return Usage(sum(int(v) for v in fields[11:13]) / TICKS, int(fields[21]) * PAGE)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle or waiting) since boot."""
+    try:
+        first = (PROC / "stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = [int(v) for v in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    guests = sum(ticks[8:10])  # already counted in user and nice
+    return (sum(ticks) - idle - guests) / TICKS
+
+
+def machine_memory_used() -> int:
+    """Bytes of memory in use: total less what is available (as `free` reports it)."""
+    try:
+        lines = (PROC / "meminfo").read_text().splitlines()
+    except OSError:
+        return 0
+    kib = {line.split(":")[0]: int(line.split()[1]) for line in lines if line.endswith("kB")}
+    return (kib.get("MemTotal", 0) - kib.get("MemAvailable", 0)) * 1024
