@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import protowire
 from .collection import json_response
@@ -34,18 +35,32 @@ SUBJECT_REVIEW_RESOURCE = Resource(
     "authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview",
     "SelfSubjectReview", ("create",), namespaced=False, documented=False,
 )  # fmt: skip
-RESOURCES = (ACCESS_REVIEW_RESOURCE, RULES_REVIEW_RESOURCE, SUBJECT_REVIEW_RESOURCE)
+ANSWERS: tuple[tuple[Resource, JsonObj], ...] = (
+    (ACCESS_REVIEW_RESOURCE, {"allowed": True, "reason": WHY}),
+    (
+        RULES_REVIEW_RESOURCE,
+        {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        },
+    ),
+    (SUBJECT_REVIEW_RESOURCE, {"userInfo": {"username": USERNAME, "groups": list(GROUPS)}}),
+)
+RESOURCES = tuple(resource for resource, _ in ANSWERS)
 
 
 def auth_routes() -> list[web.RouteDef]:
-    return [web.post(_path(r), _reviewer(r)) for r in RESOURCES]
+    return [web.post(_path(r), _reviewer(r, status)) for r, status in ANSWERS]
 
 
 def _path(resource: Resource) -> str:
     return f"/apis/{resource.group_version}/{resource.name}"
 
 
-def _reviewer(resource: Resource) -> Any:
+def _reviewer(resource: Resource, status: JsonObj) -> Handler:
+    """The review answered with `status`, whatever it asked."""
+
     async def review(request: web.Request) -> web.Response:
         if request.content_type == protowire.CONTENT_TYPE:  # kubectl's: its spec is not read
             body: Any = {}
@@ -58,20 +73,8 @@ def _reviewer(resource: Resource) -> Any:
             "kind": resource.kind,
             "apiVersion": resource.group_version,
             "metadata": {"creationTimestamp": rfc3339()},
-            "status": _status(resource),
+            "status": status,
         }
         return json_response(answer, 201)
 
     return review
-
-
-def _status(resource: Resource) -> JsonObj:
-    if resource is ACCESS_REVIEW_RESOURCE:
-        return {"allowed": True, "reason": WHY}
-    if resource is RULES_REVIEW_RESOURCE:
-        return {
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": False,
-        }
-    return {"userInfo": {"username": USERNAME, "groups": list(GROUPS)}}
