@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import prometheus_client
 from aiohttp import web
 
-from pipeline import logs
+from pipeline import eventloop, logs
 from pipeline.config import Settings
 from pipeline.kafka import BrokerUnreachable
 
@@ -258,4 +258,4 @@ def main(stage: Stage) -> int:
     runtime = stage.settings.runtime
     logs.configure(stage.name, runtime.log_level, runtime.log_format)
     with logs.bound(instance=stage.instance):
-        return asyncio.run(run_stage(stage))
+        return eventloop.run(run_stage(stage))

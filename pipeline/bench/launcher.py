@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pipeline import messages, runtime
+from pipeline import eventloop, messages, runtime
 from pipeline.bench import BenchResult
 from pipeline.config import (
     KubeSettings,
@@ -296,7 +296,7 @@ def _replica(
     settings: Settings, index: int, counts: MutableSequence[int], conn: Connection
 ) -> None:
     """A launcher replica's process: see `_serve_replica`."""
-    asyncio.run(_serve_replica(settings, index, counts, conn))
+    eventloop.run(_serve_replica(settings, index, counts, conn))
 
 
 async def _serve_replica(

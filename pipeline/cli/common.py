@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from pipeline import eventloop
 from pipeline.config import Settings, load_settings
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ def one_of(value: str | None, choices: Iterable[str], what: str) -> str | None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return eventloop.run(coro)
 
 
 def topic_name(settings: Settings, name: str) -> str:

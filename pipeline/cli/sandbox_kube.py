@@ -11,6 +11,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from pipeline import eventloop
 from pipeline.cli.common import CliError, console
 from pipeline.sandbox.kube import MODES, FaultConfig, KubeEmulator, Timings
 
@@ -54,7 +55,7 @@ def kube(
         timings=Timings(run_seconds=run_seconds),
         faults=_fault_config(faults),
     )
-    asyncio.run(_serve(emulator, kubeconfig))
+    eventloop.run(_serve(emulator, kubeconfig))
 
 
 async def _serve(emulator: KubeEmulator, kubeconfig: Path | None) -> None:

@@ -33,7 +33,7 @@ import prometheus_client
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from faust.tables.recovery import Recovery
 
-from pipeline import logs
+from pipeline import eventloop, logs
 from pipeline.config import Settings
 from pipeline.kafka import connection_options, group_timeouts
 from pipeline.messages import (
@@ -473,7 +473,7 @@ def main(settings: Settings) -> int:
 
     runtime = settings.runtime
     logs.configure("reducer", runtime.log_level, runtime.log_format)
-    loop = asyncio.new_event_loop()
+    loop = eventloop.new_event_loop()
     asyncio.set_event_loop(loop)
     reducer = Reducer(settings)
     api.register(reducer)
