@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import pty
 import signal
@@ -155,7 +156,7 @@ class _Session:
         self._process = process
         self._pumps = pumps
         self._terminal: int | None = None
-        self._terminal_writer: asyncio.StreamWriter | None = None
+        self._terminal_input: int | None = None  # its own descriptor of the terminal
 
     @classmethod
     async def start(cls, pod: JsonObj, wanted: ExecRequest, send: Send) -> _Session:
@@ -194,29 +195,29 @@ class _Session:
                 stdout=child_end,
                 stderr=child_end,
                 start_new_session=True,
-                preexec_fn=_take_terminal,
+                preexec_fn=functools.partial(_take_terminal, child_end),
             )
         except OSError:
             os.close(terminal)
             raise
         finally:
             os.close(child_end)
-        loop = asyncio.get_running_loop()
         output = asyncio.StreamReader()
-        await loop.connect_read_pipe(
+        await asyncio.get_running_loop().connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(output), os.fdopen(terminal, "rb", 0)
-        )
-        transport, protocol = await loop.connect_write_pipe(
-            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
-            os.fdopen(os.dup(terminal), "wb", 0),
         )
         session = cls(process, [asyncio.create_task(_pump(output, STDOUT, send))])
         session._terminal = terminal
-        session._terminal_writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        session._terminal_input = os.dup(terminal)
+        os.set_blocking(session._terminal_input, False)
         return session
 
     async def write(self, data: bytes) -> None:
-        writer = self._terminal_writer or self._process.stdin
+        if self._terminal_input is not None:
+            with contextlib.suppress(OSError):  # the command has gone
+                await _write_to_terminal(self._terminal_input, data)
+            return
+        writer = self._process.stdin
         if writer is None or writer.is_closing():
             return
         with contextlib.suppress(ConnectionError):
@@ -226,8 +227,9 @@ class _Session:
     def close_stdin(self) -> None:
         if self._process.stdin is not None:
             self._process.stdin.close()
-        elif self._terminal_writer is not None:
-            self._terminal_writer.write(b"\x04")  # the terminal's end-of-file character
+        elif self._terminal_input is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._terminal_input, b"\x04")  # the terminal's end-of-file character
 
     def resize(self, data: bytes) -> None:
         if self._terminal is None:
@@ -246,9 +248,9 @@ class _Session:
         if self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
-        if self._terminal_writer is not None:
-            self._terminal_writer.close()
-            self._terminal_writer = None
+        if self._terminal_input is not None:
+            os.close(self._terminal_input)
+            self._terminal_input = None
 
 
 async def _pump(stream: asyncio.StreamReader | None, channel: int, send: Send) -> None:
@@ -259,9 +261,42 @@ async def _pump(stream: asyncio.StreamReader | None, channel: int, send: Send) -
             await send(channel, chunk)
 
 
-def _take_terminal() -> None:
-    """In the child, after setsid: make its terminal (fd 0) the controlling one."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+async def _write_to_terminal(terminal: int, data: bytes) -> None:
+    """All of `data` to the terminal, waiting while the command is slow to read.
+
+    Written directly rather than through a write-pipe transport: uvloop's also reads its
+    descriptor (to notice the far end closing), which on a terminal takes the command's
+    output from the reader.
+    """
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(terminal, view) :]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(terminal, _resolve, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(terminal)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _take_terminal(terminal: int) -> None:
+    """In the child: lead a new session with `terminal` as its controlling terminal.
+
+    asyncio's loop calls this after its own setsid (so this one is refused and ignored);
+    uvloop calls it straight after the fork, before its setsid and before the terminal is
+    the child's fd 0, hence the explicit session and descriptor.
+    """
+    with contextlib.suppress(PermissionError):
+        os.setsid()
+    fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
 
 
 def _running(pod: JsonObj, name: str) -> bool:

@@ -15,17 +15,29 @@ from kubernetes import client
 from kubernetes.stream import stream
 
 from pipeline.sandbox.kube import KubeEmulator, Mode
-from tests.fixtures.kube import core_v1_for, phase_reached, pod_manifest, watch_until
+from tests.fixtures.kube import (
+    core_v1_for,
+    emulator_on_pipeline_loop,
+    phase_reached,
+    pod_manifest,
+    watch_until,
+)
 
 pytestmark = pytest.mark.integration
 NS = "default"
 V5 = "v5.channel.k8s.io"
 
 
-@pytest.fixture
-async def process_emulator() -> AsyncIterator[KubeEmulator]:
-    async with KubeEmulator(port=0, mode="process") as emulator:
-        yield emulator
+@pytest.fixture(params=["test loop", "pipeline loop"])
+async def process_emulator(request: pytest.FixtureRequest) -> AsyncIterator[KubeEmulator]:
+    """On the test's asyncio loop, and on the loop the pipeline's processes run (uvloop):
+    they start a command's process differently (`_take_terminal` says how)."""
+    if request.param == "test loop":
+        async with KubeEmulator(port=0, mode="process") as emulator:
+            yield emulator
+    else:
+        async with emulator_on_pipeline_loop(port=0, mode="process") as emulator:
+            yield emulator
 
 
 async def running_pod(emulator: KubeEmulator, name: str, **env: str) -> client.CoreV1Api:
@@ -101,6 +113,19 @@ async def test_a_terminal_session_takes_resizes(process_emulator: KubeEmulator) 
     assert "33 91\r\n" in shown and "/dev/pts/" in shown
     assert status["reason"] == "NonZeroExitCode"
     assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+
+
+async def test_a_terminal_takes_more_input_than_it_buffers(
+    process_emulator: KubeEmulator,
+) -> None:
+    await running_pod(process_emulator, "tty-bulk")
+    url = exec_url(process_emulator, "tty-bulk", "wc", "-c", stdin="true", stdout="true", tty="1")
+    lines = b"x" * 999 + b"\n"
+    typed = [b"\x00" + lines * 10 for _ in range(30)]  # 300 kB, far past a terminal's buffer
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(V5,)) as ws:
+        channels, status = await session(ws, *typed, b"\x00\x04")
+    assert channels[1].rstrip().endswith(b"300000")
+    assert status["status"] == "Success"
 
 
 async def test_a_client_that_leaves_ends_the_command(process_emulator: KubeEmulator) -> None:
