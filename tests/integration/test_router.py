@@ -14,11 +14,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from pipeline import messages
 from pipeline.config import Settings, load_settings
 from pipeline.messages import TaskKey
+from pipeline.router import LAG
 from pipeline.sandbox.broker import free_port
 from tests.fixtures.kafka import read_all, read_records
 from tests.fixtures.polling import eventually
@@ -119,6 +121,30 @@ async def test_tries_and_updates_of_one_task_keep_their_order(
     assert seqs == list(range(40))
     tries = [messages.decode_request(r.value)["key"]["try_number"] for r in routed]
     assert tries == sorted(tries)
+
+
+async def test_the_lag_gauge_shows_the_owned_partitions_and_only_those(
+    router_env: Settings,
+) -> None:
+    s = router_env
+    gone = TopicPartition("tasks.gone", 0)  # as if owned before a rebalance
+    LAG.labels(gone.topic, str(gone.partition)).set(9)
+    await publish(s, [request(TaskKey("lag", f"t{i}", "r"), "gpu") for i in range(12)])
+    async with router_running(s) as router:
+        router._lag_shown.add(gone)
+        await read_records(s, s.topic.kubernetes, 12)
+        await publish(s, [request(TaskKey("lag", "last", "r"), "gpu")])
+        await read_records(s, s.topic.kubernetes, 13)
+        owned = {(tp.topic, str(tp.partition)) for tp in router._consumer.assignment()}
+        ours = {s.topic.requests, s.topic.control, gone.topic}  # not earlier tests' routers
+        shown = {
+            (x.labels["topic"], x.labels["partition"]): x.value
+            for x in LAG.collect()[0].samples
+            if x.labels["topic"] in ours
+        }
+    assert set(shown) == owned
+    assert (gone.topic, str(gone.partition)) not in shown
+    assert all(lag == 0 for lag in shown.values())
 
 
 # -- three processes, one SIGKILLed -----------------------------------------------------------
