@@ -292,8 +292,16 @@ async def test_metrics_report_a_process_containers_cpu_and_memory() -> None:
         )  # fmt: skip
         [container] = found["containers"]
         assert container["name"] == "base"
-        assert int(container["usage"]["cpu"].removesuffix("n")) > 0
+        assert int(container["usage"]["cpu"].removesuffix("n")) > 0  # over its life: the burn
         assert int(container["usage"]["memory"].removesuffix("Ki")) > 1024  # a Python: MiBs
+        await asyncio.sleep(1.1)  # a window with nothing but the sleep in it
+        again = await asyncio.to_thread(
+            metrics.get_namespaced_custom_object,
+            "metrics.k8s.io", "v1beta1", "default", "pods", "burner",
+        )  # fmt: skip
+        [idle] = again["containers"]
+        assert float(again["window"].removesuffix("s")) >= 1.0
+        assert int(idle["usage"]["cpu"].removesuffix("n")) < 50_000_000  # under 50m: asleep
         nodes = await asyncio.to_thread(
             metrics.list_cluster_custom_object, "metrics.k8s.io", "v1beta1", "nodes"
         )
