@@ -7,6 +7,10 @@ Delivery choices, and why:
 - Redis `visibility_timeout`: a message taken by a worker that vanished entirely is handed out
   again after this long; it must outlast the execution timeout, or a long command would be
   handed to a second worker while the first still runs (settings enforce that).
+- Redis `unacked_mutex_expire`: workers take turns sweeping for such messages under a lock in
+  Redis, and a worker killed inside a sweep keeps the lock until it expires (kombu: 5 minutes),
+  holding up every redelivery on the broker that long. It expires after one restore interval
+  instead; sweeps that overlap then are safe, as each restore is a Redis transaction.
 - The filesystem transport (`filesystem://`, for a machine with no server at all) has no
   visibility timeout: taking a message moves its file out of the queue folder, and from then
   on the message lives only in the worker's memory. A pool process that dies is still covered
@@ -61,6 +65,7 @@ def transport_options(celery: CelerySettings, *, fail_fast: bool = False) -> dic
         options = {
             "visibility_timeout": celery.visibility_timeout_s,
             "unacked_restore_interval": celery.unacked_restore_interval_s,
+            "unacked_mutex_expire": max(1, round(celery.unacked_restore_interval_s)),
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
         }

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
+from kombu.transport.redis import Channel as RedisChannel
 from prometheus_client import REGISTRY
 
-from pipeline.celery_bridge.app import make_app, task_id_for
+from pipeline.celery_bridge.app import make_app, task_id_for, transport_options
 from pipeline.celery_bridge.dispatcher import CeleryDispatcher, payload_of
 from pipeline.celery_bridge.ledger import DispatchRecord
 from pipeline.celery_bridge.monitor import CeleryMonitor
@@ -193,10 +195,15 @@ def _send_and_wait(app: Celery, task_id: str, record: DispatchRecord) -> Any:
 
 
 async def through_a_worker_kill(
-    settings: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, counter: Path
+    settings: Settings,
+    celery_settings: CeleryEnv,
+    celery_worker: StartWorker,
+    counter: Path,
+    when_killed: Callable[[], None] = lambda: None,
 ) -> TaskEvent:
-    """One slow command whose worker is SIGKILLed while it runs, then a second worker: the
-    try's terminal event (`counter` counts the command's runs)."""
+    """One slow command whose worker is SIGKILLed while it runs (`when_killed` then adds
+    what the death left behind), then a second worker: the try's terminal event (`counter`
+    counts the command's runs)."""
     command = counting(counter, "import time; time.sleep(1.5)")
     victim = request("victim", command, celery_settings.queue)
     first = await asyncio.to_thread(celery_worker)
@@ -205,6 +212,7 @@ async def through_a_worker_kill(
         await log.until(lambda _: runs(counter) >= 1)  # the command is running on `first`
         first.kill(signal.SIGKILL)
         await asyncio.to_thread(first.process.wait)
+        when_killed()
         await asyncio.to_thread(celery_worker)
         await log.until(lambda _: finished(log, victim), timeout_s=90)
     terminal = log.terminal(key_of(victim))
@@ -244,6 +252,33 @@ async def test_a_worker_killed_mid_task_fails_its_try_by_default(
     assert terminal["state"] == "failed"
     assert LOST_REASON in (terminal.get("reason") or "")
     assert runs(counter) == 1, "the lost command never ran a second time"
+
+
+async def test_a_sweep_lock_left_by_a_dead_worker_holds_redelivery_up_briefly(
+    topics: Settings, celery_settings: CeleryEnv, celery_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Workers sweep for lost messages under one lock on the broker; a worker killed inside a
+    sweep leaves it held. Redelivery must resume after the lock's expiry (kombu's default
+    would hold every redelivery on the broker up for five minutes)."""
+    settings = celery_settings.configure(
+        PIPELINE_CELERY_EXECUTION_TIMEOUT_S="3",
+        PIPELINE_CELERY_VISIBILITY_TIMEOUT_S="4",
+        PIPELINE_CELERY_RERUN_LOST_COMMANDS="true",
+    )
+    options = transport_options(settings.celery)
+    expire = options.get("unacked_mutex_expire", RedisChannel.unacked_mutex_expire)
+
+    def died_inside_a_sweep() -> None:
+        with redis.Redis.from_url(settings.celery.broker_url.get_secret_value()) as client:
+            held = client.lock(RedisChannel.unacked_mutex_key, timeout=expire)
+            assert held.acquire(blocking=False), "taken as the victim's sweep would take it"
+
+    counter = tmp_path / "runs"
+    terminal = await through_a_worker_kill(
+        settings, celery_settings, celery_worker, counter, died_inside_a_sweep
+    )
+    assert terminal["state"] == "success"
+    assert runs(counter) == 2, "re-run once the dead sweeper's lock expired"
 
 
 async def test_dispatcher_retries_until_the_broker_answers(
