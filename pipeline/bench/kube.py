@@ -101,7 +101,7 @@ async def _baseline(n: int, concurrency: int) -> float:
 
 async def run(n: int = DEFAULT_N, concurrency: int = 32, mode: Mode = "simulate") -> BenchResult:
     baseline = await _baseline(n, concurrency)
-    async with KubeEmulator(port=0, mode=mode) as emulator:
+    async with KubeEmulator(port=0, mode=mode, namespace=NAMESPACE) as emulator:
         subject = await _creates_per_second(emulator.url, n, concurrency, "emu")
         extra: dict[str, Any] = {"pods_stored": len(emulator.store)}
     return BenchResult(

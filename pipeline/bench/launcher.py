@@ -55,6 +55,7 @@ from pipeline.messages import TaskKey, TaskRequest
 from pipeline.pods import pod_name
 from pipeline.sandbox.broker import free_port, tansu_broker
 from pipeline.sandbox.profile import sandbox_kafka
+from pipeline.watcher.kube import core_v1
 
 DEFAULT_N = 2000
 CONCURRENCY = LauncherSettings().max_concurrent_creates
@@ -216,21 +217,28 @@ async def publish(settings: Settings, topic: str, requests: list[TaskRequest]) -
         )  # fmt: skip
 
 
-def round_settings(settings: Settings) -> Settings:
+async def new_round(settings: Settings) -> Settings:
     """A fresh requests topic, consumer group and namespace, so a round reads only its own
     requests and a starting launcher lists only its own pods (not every earlier arm's)."""
     tag = uuid.uuid4().hex[:8]
-    return settings.updated(
+    settings = settings.updated(
         topic={"kubernetes": f"bench.kubernetes.{tag}"},
         launcher={"group_id": f"bench-launcher-{tag}"},
         kube={"namespace": f"bench-{tag}"},
     )
+    await create_topics(settings.kafka, settings.topic)
+    core = core_v1(settings.kube)
+    try:
+        body = {"metadata": {"name": settings.kube.namespace}}
+        await asyncio.to_thread(core.create_namespace, body, _preload_content=False)
+    finally:
+        core.api_client.close()
+    return settings
 
 
 async def launcher_creates(settings: Settings, tag: str, n: int) -> float:
     """The subject: the launcher stage draining N pre-published requests."""
-    settings = round_settings(settings)
-    await create_topics(settings.kafka, settings.topic)
+    settings = await new_round(settings)
     await publish(settings, settings.topic.kubernetes, requests_for(tag, n))
     api = await timed_api(settings)
     api.meter = CreateMeter(n)
@@ -253,8 +261,7 @@ async def replica_creates(settings: Settings, tag: str, n: int, replicas: int) -
     The requests are published only once every replica holds its partitions, so no run pays
     for a rebalance; timed from the first create of any replica to the N-th pod of all.
     """
-    settings = round_settings(settings)
-    await create_topics(settings.kafka, settings.topic)
+    settings = await new_round(settings)
     spawn = multiprocessing.get_context("spawn")  # never fork a process with threads and a loop
     counts = spawn.Array("q", replicas, lock=False)
     pipes = [spawn.Pipe() for _ in range(replicas)]
@@ -319,8 +326,7 @@ async def _serve_replica(
 
 async def launch_latency(settings: Settings, n: int, rate: float) -> list[float]:
     """Seconds from publishing each request to its pod's creation, published at `rate`/s."""
-    settings = round_settings(settings)
-    await create_topics(settings.kafka, settings.topic)
+    settings = await new_round(settings)
     requests = requests_for(f"latency-{uuid.uuid4().hex[:6]}", n)
     api = await timed_api(settings)
     published: dict[str, float] = {}

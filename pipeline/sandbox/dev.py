@@ -232,6 +232,8 @@ async def dev_environment(options: DevOptions | None = None) -> AsyncIterator[De
                 env |= celery_env(load_settings(), work_dir)
             with _patched_environ(env):
                 settings = load_settings()
+            for namespace in {settings.kube.namespace, *settings.watcher.namespaces}:
+                emulator.cluster.ensure_namespace(namespace)  # the stages' own, as configured
             await create_topics(settings.kafka, settings.topic)
             processes = ProcessGroup(work_dir, {**os.environ, **env})
             http_ports = {name: free_port() for name in STAGES}

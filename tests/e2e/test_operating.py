@@ -67,6 +67,7 @@ async def ops(
             "PIPELINE_LAUNCHER_SESSION_TIMEOUT_MS": "6000",
             "PIPELINE_CELERY_MONITOR_POLL_INTERVAL_S": "0.3",
             "PIPELINE_LAUNCHER_CANCEL_GRACE_PERIOD_S": "5",
+            "PIPELINE_KUBE_NAMESPACE": "airflow",  # not the emulator's own: `dev` makes it
         },
         work_dir=tmp_path_factory.mktemp("ops"),
     )

@@ -3,10 +3,10 @@
 `kubectl get nodes`, `kubectl describe node`, `kubectl get namespaces` and `kubectl
 cluster-info` are the first things people run against a cluster, so the emulator answers them
 with what it is: a single node (the simulated kubelet, `sandbox-node`, whose capacity is this
-machine's), the namespaces in use, and the `kubernetes` service of the API itself. Unlike
-apiserver, the emulator takes pods in any namespace; a namespace is listed once something is
-created in it, beside the four every cluster starts with, and `kubectl create namespace` works
-too. None of these can be changed or deleted.
+machine's), its namespaces, and the `kubernetes` service of the API itself. A cluster starts
+with four namespaces, and the emulator adds the one it serves; `kubectl create namespace` adds
+more, and a pod in a namespace nobody created is refused with 404, as apiserver refuses it.
+The node and the service cannot be changed or deleted.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .pods import rfc3339
 from .podstatus import HOST_IP
 from .selectors import FieldPaths, PodSelector
 from .server import PodApi, read_json
-from .status import JsonObj, bad_request, conflict, forbidden, invalid
+from .status import JsonObj, bad_request, conflict, forbidden, invalid, not_found
 from .store import Event, PodStore, pod_key
 from .table import age
 from .validation import dns_label_errors, invalid_value, validate_metadata
@@ -271,7 +271,7 @@ class ClusterApi:
         self.service_store = PodStore(resource="services")
         self._contents = (pods.store, event_store, self.service_store)
         for store in self._contents:
-            store.add_listener(self._namespace_in_use)
+            store.add_listener(self._removed)
 
         def collection(
             store: PodStore, kind: str, printer: Printer, paths: FieldPaths
@@ -421,9 +421,12 @@ class ClusterApi:
         return json_response(terminating)
 
     def require_active(self, namespace: str, name: str, resource: str) -> None:
-        """403 for new content in a namespace being deleted, as the API server answers."""
+        """404 for new content in a namespace nobody created, 403 in one being deleted, as
+        the API server answers (a mistyped namespace fails here as it would on a cluster)."""
         found = self.namespace_store.find(("", namespace))
-        if found is not None and found["metadata"].get("deletionTimestamp"):
+        if found is None:
+            raise not_found(namespace, "namespaces")
+        if found["metadata"].get("deletionTimestamp"):
             raise forbidden(name, resource, TERMINATING.format(namespace))
 
     def _remove_if_empty(self, namespace: str) -> None:
@@ -438,12 +441,9 @@ class ClusterApi:
             for obj in store.select(namespace, PodSelector()):
                 store.remove(pod_key(obj))
 
-    def _namespace_in_use(self, event: Event) -> None:
-        namespace = event.obj["metadata"]["namespace"]
-        if event.type == "ADDED":
-            self.ensure_namespace(namespace)
-        elif event.type == "DELETED":
-            self._remove_if_empty(namespace)
+    def _removed(self, event: Event) -> None:
+        if event.type == "DELETED":  # maybe the last pod of a namespace being deleted
+            self._remove_if_empty(event.obj["metadata"]["namespace"])
 
 
 def _check_metadata(metadata: JsonObj) -> None:

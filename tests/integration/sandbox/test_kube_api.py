@@ -90,6 +90,7 @@ async def test_missing_pod_is_404(core_v1: client.CoreV1Api) -> None:
 async def test_list_returns_its_resource_version_and_filters(core_v1: client.CoreV1Api) -> None:
     await create(core_v1, pod_manifest("web-1", labels={"app": "web"}))
     await create(core_v1, pod_manifest("db-1", labels={"app": "db"}))
+    await asyncio.to_thread(core_v1.create_namespace, {"metadata": {"name": "other"}})
     last = await create(core_v1, pod_manifest("web-2", labels={"app": "web"}), ns="other")
     listed = await asyncio.to_thread(core_v1.list_namespaced_pod, NS, label_selector="app=web")
     assert [p.metadata.name for p in listed.items] == ["web-1"]

@@ -75,10 +75,20 @@ async def test_namespaces_start_with_the_four_of_every_cluster(core_v1: client.C
     assert {n.status.phase for n in found.items} == {"Active"}
 
 
-async def test_a_pod_in_a_new_namespace_lists_that_namespace(core_v1: client.CoreV1Api) -> None:
-    await asyncio.to_thread(core_v1.create_namespaced_pod, "team-b", pod_manifest("first"))
-    namespace = await asyncio.to_thread(core_v1.read_namespace, "team-b")
-    assert namespace.metadata.labels == {"kubernetes.io/metadata.name": "team-b"}
+async def test_a_pod_in_a_namespace_nobody_created_is_refused(core_v1: client.CoreV1Api) -> None:
+    with pytest.raises(ApiException) as refused:
+        await asyncio.to_thread(core_v1.create_namespaced_pod, "team-b", pod_manifest("first"))
+    assert refused.value.status == 404
+    assert json.loads(refused.value.body)["message"] == 'namespaces "team-b" not found'
+    with pytest.raises(ApiException) as absent:
+        await asyncio.to_thread(core_v1.read_namespace, "team-b")
+    assert absent.value.status == 404
+
+
+async def test_the_served_namespace_exists_from_the_start() -> None:
+    async with KubeEmulator(port=0, namespace="airflow") as emulator:
+        namespace = await asyncio.to_thread(core_v1_for(emulator).read_namespace, "airflow")
+    assert namespace.metadata.labels == {"kubernetes.io/metadata.name": "airflow"}
     assert namespace.status.phase == "Active"
 
 
@@ -260,6 +270,7 @@ async def test_a_namespace_is_patched_and_replaced_as_apiserver_would(
 async def test_a_namespace_of_finished_pods_goes_at_once_with_their_events(
     core_v1: client.CoreV1Api,
 ) -> None:
+    await asyncio.to_thread(core_v1.create_namespace, {"metadata": {"name": "done"}})
     await asyncio.to_thread(core_v1.create_namespaced_pod, "done", pod_manifest("finished"))
     await watch_until(core_v1, phase_reached("finished", "Succeeded"), namespace="done")
     assert (await asyncio.to_thread(core_v1.list_namespaced_event, "done")).items
