@@ -284,6 +284,7 @@ def _errors_middleware(token: str | None) -> Any:
                     "the server could not find the requested resource"
                     if error.status == 404
                     else error.reason,
+                    details={},  # as apiserver: kubectl reads details of a 404 (`debug`)
                 )
             )
 

@@ -375,6 +375,30 @@ def test_apply_rejects_an_unknown_field_and_warns_when_asked(cluster: Cluster) -
     assert "imagePullPolcy" not in stored
 
 
+def test_a_value_of_the_wrong_type_cannot_be_decoded(cluster: Cluster) -> None:
+    """A string where a list of strings goes: refused as apiserver refuses it, never stored
+    for the kubelet to trip over."""
+    name = cluster.name("string-command")
+    manifest = pod_yaml(name, "sleep 1")
+    manifest["spec"]["containers"][0]["command"] = "echo hi"
+    refused = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    assert refused.returncode == 1
+    assert (
+        'Pod in version "v1" cannot be handled as a Pod: json: cannot unmarshal string into '
+        "Go struct field Container.spec.containers.command of type []string"
+    ) in refused.stderr
+    assert "NotFound" in cluster.kubectl("get", "pod", name).stderr
+
+
+def test_debug_says_ephemeral_containers_are_not_served(cluster: Cluster) -> None:
+    name = cluster.name("debugged")
+    cluster.create_pod(name, "sleep 60")
+    debug = cluster.kubectl("debug", name, "--image=busybox", "--", "sh")
+    assert debug.returncode == 1
+    assert "ephemeral containers are disabled for this cluster" in debug.stderr
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
 def test_describe_shows_the_kubelet_events(cluster: Cluster) -> None:
     name = cluster.name("described")
     cluster.create_pod(name, "sleep 60")
