@@ -133,11 +133,18 @@ def _end_with_container(
 
 
 async def _read_client(ws: web.WebSocketResponse, session: _Session) -> None:
-    """stdin, resizes and stream closes from the client; its leaving ends the command."""
+    """stdin, resizes and stream closes from the client; its leaving ends the command.
+    Text frames carry the same as binary ones (the official client sends a `str` as text)."""
     async for message in ws:
-        if message.type != WSMsgType.BINARY or not message.data:
+        if message.type == WSMsgType.TEXT:
+            frame: bytes = message.data.encode()
+        elif message.type == WSMsgType.BINARY:
+            frame = message.data
+        else:
             continue
-        channel, data = message.data[0], message.data[1:]
+        if not frame:
+            continue
+        channel, data = frame[0], frame[1:]
         if channel == STDIN:
             await session.write(data)
         elif channel == RESIZE:

@@ -93,6 +93,31 @@ async def test_the_official_client_streams_output_and_the_exit_code(
     assert await asyncio.to_thread(run, ["sh", "-c", "exit 4"]) == ("", 4)
 
 
+async def test_the_official_clients_text_input_reaches_the_command(
+    process_emulator: KubeEmulator,
+) -> None:
+    """`write_stdin` with a `str`, as the client's own example does, goes as a text frame."""
+    api = await running_pod(process_emulator, "text-stdin")
+
+    def run() -> tuple[str, int | None]:
+        response = stream(
+            api.connect_get_namespaced_pod_exec,
+            "text-stdin",
+            NS,
+            command=["head", "-n", "1"],
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        )
+        response.write_stdin("typed as text\n")
+        response.run_forever(timeout=30)
+        return response.read_stdout(), response.returncode
+
+    assert await asyncio.to_thread(run) == ("typed as text\n", 0)
+
+
 async def test_stdin_ends_with_the_close_signal(process_emulator: KubeEmulator) -> None:
     await running_pod(process_emulator, "stdin-exec")
     url = exec_url(process_emulator, "stdin-exec", "cat", stdin="true", stdout="true")
