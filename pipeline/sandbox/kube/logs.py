@@ -1,7 +1,9 @@
 """Container logs as a kubelet keeps them: timestamped records, bounded, followable.
 
-Each chunk a container writes is split into line records stamped with the time they arrived
-(a trailing piece without a newline is a record of its own, as CRI keeps partial lines), so
+What a container writes is split into line records stamped with the time each line was
+complete, as a CRI runtime writes its log file: the pieces of a line written separately are one
+record, and a line without its newline yet is a (partial) record only once it is 16 KiB long
+or the container ended. So
 `sinceSeconds`/`sinceTime`, `timestamps` and `tailLines` answer from the records the way the
 kubelet answers from its CRI log file. A restarted container's last run stays readable as
 `previous`.
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 LOG_LIMIT = 4 * 1024 * 1024  # bytes kept per container, newest win, as kubelet log rotation
+PARTIAL_LIMIT = 16 * 1024  # containerd's longest line record: longer lines are split
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +45,34 @@ class LogBuffer:
         self._first = 0  # absolute index of _records[0]; grows as old records are dropped
         self._size = 0
         self._limit = limit
+        self._unfinished = b""  # the start of a line whose newline has not come yet
         self.closed = False
         self._changed = asyncio.Event()
 
     def append(self, chunk: bytes) -> None:
+        *complete, self._unfinished = (self._unfinished + chunk).split(b"\n")
+        lines = [line + b"\n" for line in complete]  # only "\n" ends a line, as in CRI
+        while len(self._unfinished) >= PARTIAL_LIMIT:
+            lines.append(self._unfinished[:PARTIAL_LIMIT])
+            self._unfinished = self._unfinished[PARTIAL_LIMIT:]
+        self._add(lines)
+
+    def close(self) -> None:
+        self._add([self._unfinished] if self._unfinished else [])
+        self._unfinished = b""
+        self.closed = True
+        self._wake()
+
+    def _add(self, lines: list[bytes]) -> None:
         now = time.time_ns()
-        for line in chunk.splitlines(keepends=True):
+        for line in lines:
             self._records.append(LogRecord(now, line))
             self._size += len(line)
         while self._size > self._limit and self._records:
             self._size -= len(self._records.popleft().data)
             self._first += 1
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
+        if lines:
+            self._wake()
 
     def text(self, tail_lines: int | None = None) -> bytes:
         return self.read(LogWindow(tail_lines=tail_lines))

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from pipeline.sandbox.kube.logs import ContainerLogs, LogBuffer, LogWindow, rfc3339_nano
+from pipeline.sandbox.kube.logs import (
+    PARTIAL_LIMIT,
+    ContainerLogs,
+    LogBuffer,
+    LogWindow,
+    rfc3339_nano,
+)
 from pipeline.sandbox.kube.podlog import log_window
 from pipeline.sandbox.kube.status import ApiError
 
@@ -19,11 +25,27 @@ def buffer_with(*chunks: bytes) -> LogBuffer:
     return buffer
 
 
-def test_tail_counts_lines_and_a_partial_line_is_kept() -> None:
+def test_a_line_written_in_pieces_is_one_record() -> None:
     buffer = buffer_with(b"one\ntwo\n", b"thr", b"ee\n")
     assert buffer.read(LogWindow()) == b"one\ntwo\nthree\n"
-    assert buffer.read(LogWindow(tail_lines=1)) == b"ee\n"
+    assert buffer.read(LogWindow(tail_lines=1)) == b"three\n"
     assert buffer.read(LogWindow(tail_lines=0)) == b""
+    stamped = buffer.read(LogWindow(timestamps=True)).splitlines()
+    assert [line.split(b" ", 1)[1] for line in stamped] == [b"one", b"two", b"three"]
+
+
+def test_only_a_newline_ends_a_line() -> None:
+    buffer = buffer_with(b"10%\r20%\rdone\n")
+    assert buffer.read(LogWindow(tail_lines=1)) == b"10%\r20%\rdone\n"
+
+
+def test_an_unfinished_line_shows_once_it_is_long_or_the_container_ended() -> None:
+    buffer = buffer_with(b"prompt> ")
+    assert buffer.read(LogWindow()) == b""
+    buffer.append(b"x" * PARTIAL_LIMIT)
+    assert buffer.read(LogWindow()) == b"prompt> " + b"x" * (PARTIAL_LIMIT - len(b"prompt> "))
+    buffer.close()
+    assert buffer.read(LogWindow(tail_lines=1)) == b"x" * len(b"prompt> ")
 
 
 def test_since_drops_older_records() -> None:
