@@ -69,6 +69,7 @@ POD_RESOURCE = Resource(
     short_names=("po",),
     categories=("all",),
     subresources=(
+        Subresource("attach", ("create", "get")),
         Subresource("exec", ("create", "get")),
         Subresource("log", ("get",)),
         Subresource("status", ("get", "patch", "update")),

@@ -25,6 +25,7 @@ import struct
 import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -61,7 +62,7 @@ class ExecRequest:
             raise bad_request("you must specify at least one command for the container")
         name = container_name(pod, params.get("container"))
         container = next(c for c in pod["spec"]["containers"] if c["name"] == name)
-        if not _running(pod, name):
+        if not running(pod, name):
             raise bad_request(f'unable to upgrade connection: container not found ("{name}")')
         tty = query.flag(params, "tty")
         return cls(
@@ -102,7 +103,7 @@ async def serve(
         return ws
     unsubscribe = _end_with_container(store, key, wanted.container["name"], session)
     try:
-        reader = asyncio.create_task(_read_client(ws, session))
+        reader = asyncio.create_task(read_client(ws, session))
         code = await session.wait()
         reader.cancel()
         with contextlib.suppress(ConnectionError):  # unless the client already left
@@ -122,18 +123,30 @@ def _end_with_container(
 
     def check(event: Event) -> None:
         if pod_key(event.obj) == key and (
-            event.type == "DELETED" or not _running(event.obj, container)
+            event.type == "DELETED" or not running(event.obj, container)
         ):
             session.kill()
 
     unsubscribe = store.add_listener(check)
-    if key not in store or not _running(store.get(key), container):  # it ended meanwhile
+    if key not in store or not running(store.get(key), container):  # it ended meanwhile
         session.kill()
     return unsubscribe
 
 
-async def _read_client(ws: web.WebSocketResponse, session: _Session) -> None:
-    """stdin, resizes and stream closes from the client; its leaving ends the command.
+class ClientInput(Protocol):
+    """Where what the client sends goes: a command's (exec) or a container's (attach)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    def resize(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+async def read_client(ws: web.WebSocketResponse, session: ClientInput) -> None:
+    """stdin, resizes and stream closes from the client; its leaving calls `kill`.
     Text frames carry the same as binary ones (the official client sends a `str` as text)."""
     async for message in ws:
         if message.type == WSMsgType.TEXT:
@@ -306,7 +319,8 @@ def _take_terminal(terminal: int) -> None:
     fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
 
 
-def _running(pod: JsonObj, name: str) -> bool:
+def running(pod: JsonObj, name: str) -> bool:
+    """Whether container `name` of `pod` is running now."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return any(s.get("name") == name and "running" in (s.get("state") or {}) for s in statuses)
 

@@ -27,6 +27,7 @@ class StartError(Exception):
 class ContainerRun(Protocol):
     started: float  # time.monotonic() at its start
     process_group: int | None  # its local processes' group, when it has any
+    stdin: asyncio.StreamWriter | None  # its open stdin (`stdin: true`), what attach writes to
 
     async def wait(self) -> int: ...
 
@@ -45,6 +46,7 @@ class SimulatedRun:
     ) -> None:
         self.started = time.monotonic()
         self.process_group: int | None = None
+        self.stdin: asyncio.StreamWriter | None = None
         self._seconds = seconds
         self._exit_code = exit_code
         self._quiet = bool(output)
@@ -71,11 +73,13 @@ class SimulatedRun:
 
 
 class ProcessRun:
-    """The container's command+args as a local process (never through a shell)."""
+    """The container's command+args as a local process (never through a shell); its stdin
+    is a pipe kept open when the container asks for one (`stdin: true`), else empty."""
 
     def __init__(self, process: asyncio.subprocess.Process, log: LogBuffer) -> None:
         self.started = time.monotonic()
         self.process_group: int | None = process.pid  # its own session's leader
+        self.stdin = process.stdin
         self._process = process
         self._log = log
         self._pump = asyncio.create_task(self._copy_output())
@@ -89,7 +93,9 @@ class ProcessRun:
                 *argv,
                 env=env,
                 cwd=container.get("workingDir") or None,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE
+                if container.get("stdin")
+                else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,

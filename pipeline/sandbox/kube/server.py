@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import fields, podexec, podlog, table
+from . import fields, podattach, podexec, podlog, table
 from .collection import Collection, Printer, json_response
 from .discovery import POD_RESOURCE, Resource, discovery_routes
 from .faults import Faults
@@ -103,6 +103,8 @@ class PodApi:
             web.get(POD + "/log", self.read_log),
             web.get(POD + "/exec", self.exec),
             web.post(POD + "/exec", self.exec),
+            web.get(POD + "/attach", self.attach),
+            web.post(POD + "/attach", self.attach),
         ]
 
     async def admit(self, verb: str) -> None:
@@ -186,6 +188,12 @@ class PodApi:
         await self.admit("exec")
         runs_processes = self.kubelet.mode == "process"
         return await podexec.serve(request, self.store, _key(request), runs_processes)
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        await self.admit("attach")
+        key = _key(request)
+        logs, live = self.kubelet.logs.get(key, {}), self.kubelet.live.get(key, {})
+        return await podattach.serve(request, self.store, key, logs, live)
 
     def _update(self, request: web.Request, old: JsonObj, new: JsonObj) -> JsonObj:
         """PUT/PATCH semantics for the pod or its status subresource; no-ops keep the RV."""

@@ -253,6 +253,38 @@ def test_exec_runs_beside_the_container_and_passes_its_exit_code(cluster: Cluste
     assert piped == "a\nb\nend\n"
 
 
+def test_run_interactive_feeds_stdin_shows_output_and_removes_the_pod(cluster: Cluster) -> None:
+    name = cluster.name("run-i")
+    script = 'read line; echo "got $line"; exit 2'
+    run = cluster.kubectl(
+        "run", name, "-i", "--rm", "--restart=Never", "--image=busybox",
+        "--command", "--", "sh", "-c", script, input="hello\n",
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stdout.splitlines() == ["got hello", f'pod "{name}" deleted']
+    assert "couldn't attach" not in run.stderr
+    assert "NotFound" in cluster.kubectl("get", "pod", name).stderr
+
+
+def test_attach_shows_the_output_of_a_running_container_until_it_ends(cluster: Cluster) -> None:
+    name = cluster.name("attached")
+    cluster.create_pod(name, "echo one; sleep 1; echo two")
+    wait_for(cluster, name, "condition=Ready")
+    attached = cluster.kubectl("attach", name)
+    assert (attached.returncode, attached.stdout) == (0, "one\ntwo\n")
+
+
+def test_attach_to_a_completed_pod_is_refused(cluster: Cluster) -> None:
+    name = cluster.name("done")
+    cluster.create_pod(name, "true")
+    wait_for(cluster, name, "jsonpath={.status.phase}=Succeeded")
+    refused = cluster.kubectl("attach", name)
+    assert refused.returncode == 1
+    assert "cannot attach a container in a completed pod; current phase is Succeeded" in (
+        refused.stderr
+    )
+
+
 def test_graceful_delete_sends_sigterm_and_shows_terminating(cluster: Cluster) -> None:
     name = cluster.name("term")
     script = "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done"
