@@ -8,8 +8,9 @@ creations at once (and the client pool at most `max_concurrent_creates` calls), 
 create holds back no other, and the next batch is fetched and built while creates run. A
 transient failure does not hold a slot: the launch is rescheduled after its backoff and takes
 a slot again for its next attempt. When launched-but-unfinished pods fill `parallelism`, the
-partitions are paused (polling continues, so the group membership stays alive) until
-terminal events on `tasks.events` make room.
+partitions are paused (polling continues, so the group membership stays alive) until the
+launch ledger, which the launcher follows anyway, records a try finished (the watcher writes
+that once a pod has ended): the busiest topic, `tasks.events`, is not read here at all.
 
 A request's offset is committed only after its event (or dead letter) is acknowledged, and
 only up to the highest contiguous finished offset of its partition, so a SIGKILL at any
@@ -41,7 +42,7 @@ from pipeline.launcher.builder import PodSpecBuilder
 from pipeline.launcher.cancels import CancelBook, read_to_end
 from pipeline.launcher.cancels import follow as follow_cancels
 from pipeline.launcher.errors import LaunchError, PodRejected, RetryLater, retry_delay
-from pipeline.launcher.inflight import InFlight, follow_finished, position_at_end
+from pipeline.launcher.inflight import InFlight, position_at_end
 from pipeline.launcher.kube_client import TERMINAL_PHASES, PodApi, PodEnd
 from pipeline.launcher.merge import JsonObj
 from pipeline.launcher.offsets import OffsetTracker
@@ -112,7 +113,7 @@ class LauncherStage(runtime.Stage):
         self._ledger_lock = asyncio.Lock()
 
     def health(self) -> tuple[bool, str]:
-        """Unhealthy once a task that must run forever ended: without the events follower
+        """Unhealthy once a task that must run forever ended: without the ledger follower
         no slot is freed, without the committer every restart re-reads everything."""
         for task in self._background:
             if task.done():
@@ -124,7 +125,6 @@ class LauncherStage(runtime.Stage):
         self._room = asyncio.Event()
         self._stopping = stopping
         self.producer = make_producer(s.kafka, "launcher")
-        events = make_consumer(s.kafka, group_id=None, client_id="launcher-events")
         controls = make_consumer(
             s.kafka, group_id=None, client_id="launcher-controls", follower=True
         )
@@ -138,10 +138,7 @@ class LauncherStage(runtime.Stage):
             session_timeout_ms=s.launcher.session_timeout_ms,
         )
         try:
-            async with all_started(
-                s.kafka, self.producer, events, controls, self._ledger_reader, requests
-            ):
-                await position_at_end(events, s.topic.events)
+            async with all_started(s.kafka, self.producer, controls, self._ledger_reader, requests):
                 await read_to_end(controls, s.topic.control, self.cancels)
                 self._cancel_follower = runtime.guard(
                     follow_cancels(controls, self.cancels, self._cancel_in_flight),
@@ -150,12 +147,9 @@ class LauncherStage(runtime.Stage):
                 await self._read_ledger()
                 if not await self._adopt_in_flight(stopping):
                     return
-                follower = runtime.guard(
-                    follow_finished(events, self.in_flight, self._room.set), "launcher-events"
-                )
                 committer = runtime.guard(self._commit_every_interval(requests), "commits")
                 ledger = runtime.guard(self._follow_ledger(), "launch-ledger")
-                self._background = [self._cancel_follower, follower, committer, ledger]
+                self._background = [self._cancel_follower, committer, ledger]
                 # ready once the group has answered (the listener): partitions flow then
                 requests.subscribe([s.topic.kubernetes], listener=_Rebalance(self, requests))
                 try:

@@ -12,10 +12,9 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import messages, untrusted
+from pipeline import launches, messages, untrusted
 from pipeline.celery_bridge.inflight import InFlightSet
 from pipeline.celery_bridge.monitor import CeleryMonitor
-from pipeline.launcher.inflight import finished_key
 from pipeline.messages import ErrorCode, InvalidMessage, Kind, State, TaskKey
 from pipeline.reducer.fold import attach_request, fit, fold_event
 from pipeline.routing import RouteTable, Source, route
@@ -163,10 +162,12 @@ def test_the_router_routes_or_dead_letters_within_the_limit(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=hostile())
-def test_the_launchers_events_follower_and_the_celery_monitor_never_raise(
+def test_the_launchers_ledger_follower_and_the_celery_monitor_never_raise(
     raw: bytes | None,
 ) -> None:
-    finished_key(raw)
+    record = launches.decode_record(raw)
+    if record is not None:
+        launches.LaunchLedger(3600).apply(record)
     monitor = types.SimpleNamespace(inflight=InFlightSet("celery-dispatcher", "celery-monitor"))
     tp = TopicPartition("tasks.events", 0)
     record = types.SimpleNamespace(value=raw, offset=9)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from kubernetes import client
 
-from pipeline import messages, runtime
+from pipeline import launches, messages, runtime
 from pipeline.config import Settings
 from pipeline.kafka import make_producer, send_all, started
 from pipeline.launcher.stage import LauncherStage
@@ -79,8 +79,9 @@ async def launcher_run(settings: Settings) -> AsyncIterator[LauncherStage]:
 class ClusterView:
     """What the emulator saw of our pods: the most unfinished at once, and finished keys.
 
-    With `report_finished`, it also plays the watcher: each pod that finishes gets a terminal
-    TaskEvent on the events topic, which is how the launcher learns there is room again.
+    With `reporting`, it also plays the watcher: each pod that finishes gets a terminal
+    TaskEvent on the events topic and a `finished` record in the launch ledger, which is how
+    the launcher learns there is room again.
     """
 
     TERMINAL = ("Succeeded", "Failed")
@@ -124,6 +125,11 @@ class ClusterView:
             await send_all(
                 producer, [(settings.topic.events, key.partition_key, messages.encode(event))]
             )
+            finished = launches.make_record(
+                key, launches.LaunchStatus.FINISHED, "test-watcher",
+                pod_name=pod["metadata"]["name"], reason="success",
+            )  # fmt: skip
+            await launches.write(producer, settings.topic.launches, [finished])
 
     def close(self) -> None:
         self._remove()
