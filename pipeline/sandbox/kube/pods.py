@@ -102,7 +102,18 @@ def _default_container(container: Any) -> Any:
         "terminationMessagePolicy": "File",
         "imagePullPolicy": pull,
     }
-    return {**defaults, **container}
+    defaulted = {**defaults, **container}
+    if isinstance(env := container.get("env"), list):
+        defaulted["env"] = [_default_env_var(var) for var in env]
+    return defaulted
+
+
+def _default_env_var(var: Any) -> Any:
+    """A downward-API reference names its API version; apiserver fills in v1."""
+    field_ref = ((var.get("valueFrom") or {}) if isinstance(var, dict) else {}).get("fieldRef")
+    if not isinstance(field_ref, dict) or field_ref.get("apiVersion"):
+        return var
+    return {**var, "valueFrom": {**var["valueFrom"], "fieldRef": {"apiVersion": "v1", **field_ref}}}
 
 
 def qos_class(spec: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from .logs import LogBuffer
 from .status import JsonObj
+from .validation import KEYED_FIELD
 
 _VAR_REF = re.compile(r"\$\$|\$\(([-._A-Za-z0-9]+)\)")
 
@@ -138,12 +139,43 @@ def container_argv(container: JsonObj) -> list[str]:
 
 
 def container_env(pod: JsonObj, container: JsonObj) -> dict[str, str]:
-    """The emulator's environment (for PATH), HOSTNAME, then the container's `env` values."""
+    """The emulator's environment (for PATH), HOSTNAME, then the container's `env` values:
+    literal ones, and the pod's own fields by the downward API (`valueFrom.fieldRef`)."""
     env = {**os.environ, "HOSTNAME": pod["metadata"]["name"]}
     for var in container.get("env") or []:
-        if isinstance(var, dict) and "name" in var:
+        if not isinstance(var, dict) or "name" not in var:
+            continue
+        field_path = ((var.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field_path is not None:
+            env[var["name"]] = pod_field(pod, str(field_path))
+        else:
             env[var["name"]] = _expand(str(var.get("value", "")), env)
     return env
+
+
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "metadata.name": ("metadata", "name"),
+    "metadata.namespace": ("metadata", "namespace"),
+    "metadata.uid": ("metadata", "uid"),
+    "spec.nodeName": ("spec", "nodeName"),
+    "spec.serviceAccountName": ("spec", "serviceAccountName"),
+    "status.hostIP": ("status", "hostIP"),
+    "status.podIP": ("status", "podIP"),
+}
+
+
+def pod_field(pod: JsonObj, field_path: str) -> str:
+    """A downward-API field of the pod as the kubelet renders it; empty when unset."""
+    keyed = KEYED_FIELD.fullmatch(field_path)
+    if keyed is not None:
+        return str((pod["metadata"].get(keyed.group(1)) or {}).get(keyed.group(2), ""))
+    if field_path in ("status.hostIPs", "status.podIPs"):
+        listed = pod.get("status", {}).get(field_path.split(".")[1]) or []
+        return ",".join(str(entry.get("ip", "")) for entry in listed)
+    value: object = pod
+    for part in _FIELDS.get(field_path, ("",)):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -113,6 +113,38 @@ def validate_spec(spec: JsonObj) -> list[JsonObj]:
             seen.add(name)
         if not isinstance(container, dict) or not container.get("image"):
             causes.append(field_cause(f"{path}.image", "Required value", "FieldValueRequired"))
+        if isinstance(container, dict):
+            causes += _env_errors(container.get("env") or [], f"{path}.env")
+    return causes
+
+
+ENV_FIELD_PATHS = (
+    "metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace",
+    "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP",
+    "status.hostIPs", "status.podIP", "status.podIPs",
+)  # fmt: skip
+_PLAIN_FIELD_PATHS = frozenset(ENV_FIELD_PATHS) - {"metadata.annotations", "metadata.labels"}
+KEYED_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")  # those two need a key
+
+
+def _env_errors(env: list[Any], path: str) -> list[JsonObj]:
+    """Downward-API references to fields the kubelet does not expose, as apiserver words it."""
+    causes: list[JsonObj] = []
+    for i, var in enumerate(env):
+        valued = var.get("valueFrom") if isinstance(var, dict) else None
+        field_ref = valued.get("fieldRef") if isinstance(valued, dict) else None
+        if not isinstance(field_ref, dict):
+            continue
+        field_path = str(field_ref.get("fieldPath") or "")
+        if field_path not in _PLAIN_FIELD_PATHS and not KEYED_FIELD.fullmatch(field_path):
+            supported = ", ".join(f'"{p}"' for p in ENV_FIELD_PATHS)
+            causes.append(
+                field_cause(
+                    f"{path}[{i}].valueFrom.fieldRef.fieldPath",
+                    f'Unsupported value: "{field_path}": supported values: {supported}',
+                    "FieldValueNotSupported",
+                )
+            )
     return causes
 
 

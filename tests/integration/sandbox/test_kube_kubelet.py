@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -95,6 +96,42 @@ async def test_process_mode_exit_3_fails_with_exit_code_3_and_serves_output() ->
     assert events[-1]["object"]["status"]["phase"] == "Failed"
     assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
     assert log == "hello from the sandbox\n"
+
+
+async def test_process_mode_env_takes_the_pods_own_fields_by_the_downward_api() -> None:
+    script = "import os; print(*(os.environ[n] for n in ('POD', 'NS', 'IP', 'APP', 'NODE')))"
+    body = pod_manifest("downward", command=[sys.executable, "-c", script])
+    body["metadata"]["labels"] = {"app": "etl"}
+    fields = {
+        "POD": "metadata.name", "NS": "metadata.namespace", "IP": "status.podIP",
+        "APP": "metadata.labels['app']", "NODE": "spec.nodeName",
+    }  # fmt: skip
+    body["spec"]["containers"][0]["env"] = [
+        {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for name, path in fields.items()
+    ]
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, body)
+        log = await pod_log(api, "downward")
+    pod = events[-1]["object"]
+    assert log.split() == ["downward", NS, pod["status"]["podIP"], "etl", "sandbox-node"]
+    env = pod["spec"]["containers"][0]["env"]
+    assert {var["valueFrom"]["fieldRef"]["apiVersion"] for var in env} == {"v1"}
+
+
+async def test_a_downward_api_field_the_kubelet_does_not_expose_is_invalid(
+    core_v1: client.CoreV1Api,
+) -> None:
+    body = pod_manifest("no-such-field")
+    body["spec"]["containers"][0]["env"] = [
+        {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.hostname"}}}
+    ]
+    with pytest.raises(client.ApiException) as raised:
+        await asyncio.to_thread(core_v1.create_namespaced_pod, NS, body)
+    assert raised.value.status == 422
+    message = json.loads(raised.value.body)["message"]
+    assert 'env[0].valueFrom.fieldRef.fieldPath: Unsupported value: "spec.hostname"' in message
 
 
 async def test_process_mode_runs_args_without_a_shell() -> None:
