@@ -241,17 +241,34 @@ def _failure(
     pod_reason = status.get("reason")
     if pod_reason:  # Evicted, DeadlineExceeded, NodeLost, ...
         return _with_message(pod_reason, status.get("message")), exit_code
-    terminated = _terminated(containers)
-    failing = [t for t in terminated if t.get("exitCode") not in (0, None)]
-    if not failing:
-        return _with_message("pod failed", status.get("message")), exit_code
-    first = failing[0]
-    if first.get("reason") == "OOMKilled":
-        return "OOMKilled", first.get("exitCode")
-    reason = f"exit code {first.get('exitCode')}"
-    if first.get("reason") and first.get("reason") != "Error":
-        reason += f" ({first['reason']})"
-    return _with_message(reason, first.get("message")), first.get("exitCode")
+    failing = [t for t in _terminated(containers) if t.get("exitCode") not in (0, None)]
+    if failing:
+        return _container_failure(failing[0])
+    init = _failed_init(status)
+    if init is not None:  # the pod's containers never started
+        name, ended = init
+        reason, code = _container_failure(ended)
+        return f"init container {name}: {reason}", code
+    return _with_message("pod failed", status.get("message")), exit_code
+
+
+def _container_failure(ended: Mapping[str, Any]) -> tuple[str, int | None]:
+    """Why one container's end failed the pod, and its exit code."""
+    if ended.get("reason") == "OOMKilled":
+        return "OOMKilled", ended.get("exitCode")
+    reason = f"exit code {ended.get('exitCode')}"
+    if ended.get("reason") and ended.get("reason") != "Error":
+        reason += f" ({ended['reason']})"
+    return _with_message(reason, ended.get("message")), ended.get("exitCode")
+
+
+def _failed_init(status: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """The init container whose failure failed the pod, with its end, if one did."""
+    for container in status.get("initContainerStatuses") or []:
+        ended = (container.get("state") or {}).get("terminated") or {}
+        if ended.get("exitCode") not in (0, None):
+            return str(container.get("name")), ended
+    return None
 
 
 def _terminated(containers: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

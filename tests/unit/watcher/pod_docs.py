@@ -17,6 +17,7 @@ def pod(
     uid: str = "uid-1",
     rv: str = "10",
     containers: list[dict[str, Any]] | None = None,
+    init_containers: list[dict[str, Any]] | None = None,
     conditions: list[dict[str, Any]] | None = None,
     reason: str | None = None,
     message: str | None = None,
@@ -36,6 +37,8 @@ def pod(
     if deleting:
         metadata["deletionTimestamp"] = "2026-01-01T00:05:00Z"
     status: dict[str, Any] = {"phase": phase, "containerStatuses": containers or []}
+    if init_containers:
+        status["initContainerStatuses"] = init_containers
     if conditions:
         status["conditions"] = conditions
     if reason:

@@ -89,6 +89,10 @@ def test_success_carries_exit_code_zero() -> None:
         (pod("Failed", containers=[terminated(143)], deleting=True),
          "pod deleted while running: exit code 143", 143),
         (pod("Failed"), "pod failed", None),
+        (pod("Failed", containers=[waiting("PodInitializing")],
+             init_containers=[terminated(0, "Completed", name="fetch"),
+                              terminated(2, message="no repo", name="sync")]),
+         "init container sync: exit code 2: no repo", 2),
     ],
 )  # fmt: skip
 def test_failures_say_why(document: dict[str, object], reason: str, exit_code: int) -> None:
