@@ -190,6 +190,11 @@ class Kubelet:
         if early is not None:
             await self._finish_delete(key)
             return
+        if not await self._initialize(key, pod, run.stop):
+            stop = run.stop.result() if run.stop.done() else None
+            if stop is not None and stop.reason == "delete":
+                await self._finish_delete(key)
+            return
         started_at = rfc3339()
         ends = await self._run_containers(key, pod, run, started_at)
         stop = run.stop.result() if run.stop.done() else None
@@ -202,9 +207,10 @@ class Kubelet:
         self, key: Key, pod: JsonObj, stop: asyncio.Future[Stop]
     ) -> Stop | None:
         """Pull images (or fail to) and wait the pending time; a Stop if one came first."""
-        images = [c["image"] for c in pod["spec"]["containers"]]
+        containers = [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]
+        images = [c["image"] for c in containers]
         fault = next((f for f in map(self._faults.image_fault, images) if f), None)
-        first = pod["spec"]["containers"][0]["name"]
+        first = containers[0]["name"]
         if fault is not None:
             self._event(key, "Pulling", f'Pulling image "{images[0]}"', container=first)
         if fault == "backoff":
@@ -221,6 +227,47 @@ class Kubelet:
             return await stop
         seconds = _annotation(pod, PENDING_SECONDS, self.timings.pending_seconds)
         return await _until(stop, seconds)
+
+    async def _initialize(self, key: Key, pod: JsonObj, stop: asyncio.Future[Stop]) -> bool:
+        """Run the init containers one after another, each to success (a failed one is
+        restarted unless the restartPolicy is Never); False when the pod ends here."""
+        logs = self.logs.setdefault(key, {})
+        never = pod["spec"].get("restartPolicy", "Always") == "Never"
+        for container in pod["spec"].get("initContainers") or []:
+            name, restarts = container["name"], 0
+            buffer = logs.setdefault(name, ContainerLogs()).current
+            while True:
+                started_at = rfc3339()
+                current = await self._start(pod, container, buffer)
+                await self._write(
+                    key, partial(podstatus.init_running, name=name, started_at=started_at)
+                )
+                end = await self._until_exit(key, name, current, stop, started_at)
+                if end.exit_code == 0 or never or stop.done():
+                    await self._write(key, partial(podstatus.init_ended, name=name, end=end))
+                    if end.exit_code != 0 or stop.done():
+                        return False
+                    break
+                delay, message = self._back_off(key, pod, name, restarts)
+                logs[name].exited()
+                await self._write(
+                    key, partial(podstatus.init_restarting, name=name, end=end, message=message)
+                )
+                if await _until(stop, delay) is not None:
+                    return False
+                restarts += 1
+                buffer = logs[name].restart()
+        return True
+
+    def _back_off(self, key: Key, pod: JsonObj, name: str, restarts: int) -> tuple[float, str]:
+        """The delay before restarting a failed container, its status message, and the
+        BackOff event the kubelet records."""
+        delay = min(self.timings.restart_backoff_seconds * 2**restarts, MAX_BACKOFF_SECONDS)
+        pod_ref = f"{pod['metadata']['name']}_{key[0]}({pod['metadata']['uid']})"
+        message = f"back-off {delay:g}s restarting failed container={name} pod={pod_ref}"
+        crashed = f"Back-off restarting failed container {name} in pod {pod_ref}"
+        self._event(key, "BackOff", crashed, "Warning", container=name)
+        return delay, message
 
     async def _run_containers(
         self, key: Key, pod: JsonObj, run: _PodRun, started_at: str
@@ -260,17 +307,10 @@ class Kubelet:
             if stop.done() or not restarts_after(policy, end.exit_code):
                 return end
             name = container["name"]
-            delay = min(self.timings.restart_backoff_seconds * 2**restarts, MAX_BACKOFF_SECONDS)
-            message = (
-                f"back-off {delay:g}s restarting failed container={name} "
-                f"pod={pod['metadata']['name']}_{key[0]}({pod['metadata']['uid']})"
-            )
             self.logs[key][name].exited()
+            delay, message = self._back_off(key, pod, name, restarts)
             backing_off = partial(podstatus.restarting, name=name, end=end, message=message)
             await self._write(key, backing_off)
-            pod_ref = f"{pod['metadata']['name']}_{key[0]}({pod['metadata']['uid']})"
-            crashed = f"Back-off restarting failed container {name} in pod {pod_ref}"
-            self._event(key, "BackOff", crashed, "Warning", container=name)
             if await _until(stop, delay) is not None:
                 return end
             restarts += 1

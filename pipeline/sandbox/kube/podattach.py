@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import podexec
 from .logs import ContainerLogs, LogWindow
-from .podlog import container_name
+from .podlog import container_name, find_container
 from .runtime import ContainerRun
 from .status import bad_request
 from .store import Key, PodStore
@@ -74,7 +74,7 @@ async def serve(
         raise bad_request(f'unable to upgrade connection: container not found ("{name}")')
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise bad_request("Upgrade request required: the sandbox serves attach over WebSocket")
-    container = next(c for c in pod["spec"]["containers"] if c["name"] == name)
+    container = find_container(pod, name)
     attached = _Attached(live.get(name), once=bool(container.get("stdinOnce")))
     ws = web.WebSocketResponse(protocols=podexec.PROTOCOLS, autoping=True)
     await ws.prepare(request)

@@ -31,7 +31,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from . import query
-from .podlog import container_name
+from .podlog import container_name, container_statuses, find_container
 from .runtime import container_env
 from .status import JsonObj, bad_request
 from .store import Event, Key, PodStore, pod_key
@@ -61,7 +61,7 @@ class ExecRequest:
         if not argv:
             raise bad_request("you must specify at least one command for the container")
         name = container_name(pod, params.get("container"))
-        container = next(c for c in pod["spec"]["containers"] if c["name"] == name)
+        container = find_container(pod, name)
         if not running(pod, name):
             raise bad_request(f'unable to upgrade connection: container not found ("{name}")')
         tty = query.flag(params, "tty")
@@ -320,9 +320,11 @@ def _take_terminal(terminal: int) -> None:
 
 
 def running(pod: JsonObj, name: str) -> bool:
-    """Whether container `name` of `pod` is running now."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return any(s.get("name") == name and "running" in (s.get("state") or {}) for s in statuses)
+    """Whether container `name` of `pod` (an init container too) is running now."""
+    return any(
+        s.get("name") == name and "running" in (s.get("state") or {})
+        for s in container_statuses(pod)
+    )
 
 
 def _exit_status(argv: list[str], code: int) -> JsonObj:

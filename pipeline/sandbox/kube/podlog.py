@@ -85,25 +85,39 @@ async def respond(request: web.Request, buffer: LogBuffer, window: LogWindow) ->
 
 
 def container_name(pod: JsonObj, requested: str | None) -> str:
-    """The container a request names, or the pod's only one; 400 as the kubelet words it."""
+    """The container a request names (an init container too), or the pod's only one; 400
+    as apiserver words it."""
     names = [c["name"] for c in pod["spec"]["containers"]]
+    inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
     pod_name = pod["metadata"]["name"]
     if not requested:
         if len(names) > 1:
-            choices = " ".join(names)
-            raise bad_request(
-                f"a container name must be specified for pod {pod_name}, choose one of: [{choices}]"
-            )
+            choices = f"choose one of: [{' '.join(names)}]"
+            if inits:
+                choices += f" or one of the init containers: [{' '.join(inits)}]"
+            raise bad_request(f"a container name must be specified for pod {pod_name}, {choices}")
         return str(names[0])
-    if requested not in names:
+    if requested not in names and requested not in inits:
         raise bad_request(f"container {requested} is not valid for pod {pod_name}")
     return requested
+
+
+def find_container(pod: JsonObj, name: str) -> JsonObj:
+    """The spec of container `name`, an app or an init container (`container_name` checked)."""
+    every = [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]
+    return next(c for c in every if c["name"] == name)
+
+
+def container_statuses(pod: JsonObj) -> list[JsonObj]:
+    """The status entries of all the pod's containers, init ones first."""
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
 
 
 def _waiting_reason(pod: JsonObj, container: str) -> str:
     """The kubelet's words for a container that has no log yet."""
     reason = "ContainerCreating"
-    for status in pod["status"].get("containerStatuses") or []:
+    for status in container_statuses(pod):
         if status["name"] == container:
             reason = str(status["state"].get("waiting", {}).get("reason", reason))
     return _PULL_FAILURES.get(reason, reason)

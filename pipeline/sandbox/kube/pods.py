@@ -84,9 +84,9 @@ def default_spec(spec: Any) -> JsonObj:
         "enableServiceLinks": True,
         "priority": 0,
     }
-    containers = spec.get("containers")
-    if isinstance(containers, list):
-        spec = {**spec, "containers": [_default_container(c) for c in containers]}
+    for kind in ("initContainers", "containers"):
+        if isinstance(containers := spec.get(kind), list):
+            spec = {**spec, kind: [_default_container(c) for c in containers]}
     return {**defaults, **spec}
 
 

@@ -14,6 +14,9 @@ from .pods import rfc3339
 from .status import JsonObj
 
 HOST_IP = "10.0.0.10"
+MAIN, INIT = "containers", "initContainers"  # a pod's two kinds of containers, by spec field
+_STATUSES = {MAIN: "containerStatuses", INIT: "initContainerStatuses"}
+_INCOMPLETE = "ContainersNotInitialized"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +42,18 @@ def unschedulable(pod: JsonObj, message: str) -> JsonObj:
 
 
 def creating(pod: JsonObj, pod_ip: str) -> JsonObj:
-    """Sandbox up, containers being created: still Pending, now with startTime and IPs."""
+    """Sandbox up, containers being created (or waiting for the init containers): still
+    Pending, now with startTime and IPs."""
+    inits = _names(pod, INIT)
+    initialized = (
+        ("False", _INCOMPLETE, f"containers with incomplete status: [{inits}]")
+        if inits
+        else ("True", None, None)
+    )
     status = _with_conditions(
         pod["status"],
         PodReadyToStartContainers=("True", None, None),
-        Initialized=("True", None, None),
+        Initialized=initialized,
         Ready=("False", "ContainersNotReady", _not_ready(pod)),
         ContainersReady=("False", "ContainersNotReady", _not_ready(pod)),
     )
@@ -55,7 +65,53 @@ def creating(pod: JsonObj, pod_ip: str) -> JsonObj:
         podIPs=[{"ip": pod_ip}],
         startTime=rfc3339(),
     )
+    if not inits:
+        return _containers(pod, status, lambda c: _waiting(c, "ContainerCreating", None))
+    pod = _containers(pod, status, lambda c: _waiting(c, "PodInitializing", None))
+    return _containers(pod, pod["status"], lambda c: _waiting(c, "PodInitializing", None), INIT)
+
+
+def init_running(pod: JsonObj, name: str, started_at: str) -> JsonObj:
+    """Init container `name` runs (alone: they run one after another)."""
+    uid = pod["metadata"]["uid"]
+
+    def build(container: JsonObj, old: JsonObj) -> JsonObj:
+        if container["name"] != name:
+            return old
+        return {**_running(container, old, started_at, uid), "ready": False}
+
+    return _each_container(pod, dict(pod["status"]), build, INIT)
+
+
+def init_ended(pod: JsonObj, name: str, end: Termination) -> JsonObj:
+    """Init container `name` ended: done when it exited 0, else the pod failed for good."""
+    uid = pod["metadata"]["uid"]
+
+    def build(container: JsonObj, old: JsonObj) -> JsonObj:
+        if container["name"] != name:
+            return old
+        return {**_terminated(container, end, uid, old), "ready": end.exit_code == 0}
+
+    pod = _each_container(pod, dict(pod["status"]), build, INIT)
+    status = pod["status"]
+    if end.exit_code != 0:
+        failed = _with_conditions(
+            status, Ready=("False", "PodFailed", None), ContainersReady=("False", "PodFailed", None)
+        )
+        return {**pod, "status": {**failed, "phase": "Failed"}}
+    left = " ".join(
+        c["name"] for c in status["initContainerStatuses"] if "terminated" not in c["state"]
+    )
+    if left:
+        why = f"containers with incomplete status: [{left}]"
+        return {**pod, "status": _with_conditions(status, Initialized=("False", _INCOMPLETE, why))}
+    status = _with_conditions(status, Initialized=("True", None, None))
     return _containers(pod, status, lambda c: _waiting(c, "ContainerCreating", None))
+
+
+def init_restarting(pod: JsonObj, name: str, end: Termination, message: str) -> JsonObj:
+    """Init container `name` failed and waits out its restart back-off."""
+    return _back_off(pod, dict(pod["status"]), name, end, message, INIT)
 
 
 def waiting(pod: JsonObj, reason: str, message: str | None) -> JsonObj:
@@ -95,6 +151,12 @@ def restarting(pod: JsonObj, name: str, end: Termination, message: str) -> JsonO
             f"containers with unready status: [{name}]",
         ),
     )
+    return _back_off(pod, status, name, end, message)
+
+
+def _back_off(
+    pod: JsonObj, status: JsonObj, name: str, end: Termination, message: str, kind: str = MAIN
+) -> JsonObj:
     uid = pod["metadata"]["uid"]
 
     def build(container: JsonObj, old: JsonObj) -> JsonObj:
@@ -109,7 +171,7 @@ def restarting(pod: JsonObj, name: str, end: Termination, message: str) -> JsonO
             "restartCount": old.get("restartCount", 0) + 1,
         }
 
-    return _each_container(pod, status, build)
+    return _each_container(pod, status, build, kind)
 
 
 def restarted(pod: JsonObj, name: str, started_at: str) -> JsonObj:
@@ -172,8 +234,9 @@ def _waiting(container: JsonObj, reason: str, message: str | None) -> JsonObj:
 
 
 def _base(container: JsonObj, old: JsonObj) -> JsonObj:
-    """A fresh status entry that keeps what survives a restart: restartCount and lastState."""
-    return {
+    """A fresh status entry that keeps what survives a restart: restartCount and lastState,
+    and the ID of the container that last ran."""
+    entry: JsonObj = {
         "name": container["name"],
         "state": {},
         "lastState": old.get("lastState") or {},
@@ -183,31 +246,39 @@ def _base(container: JsonObj, old: JsonObj) -> JsonObj:
         "imageID": "",
         "started": False,
     }
+    if old.get("containerID"):
+        entry["containerID"] = old["containerID"]
+    return entry
 
 
-def _old(pod: JsonObj, container: JsonObj) -> JsonObj:
+def _old(pod: JsonObj, container: JsonObj, kind: str = MAIN) -> JsonObj:
     """The container's current status entry, or {} before it has one."""
-    for entry in pod["status"].get("containerStatuses") or []:
+    for entry in pod["status"].get(_STATUSES[kind]) or []:
         if entry["name"] == container["name"]:
             return dict(entry)
     return {}
 
 
-def _containers(pod: JsonObj, status: JsonObj, build: Callable[[JsonObj], JsonObj]) -> JsonObj:
-    status["containerStatuses"] = [build(c) for c in pod["spec"]["containers"]]
+def _containers(
+    pod: JsonObj, status: JsonObj, build: Callable[[JsonObj], JsonObj], kind: str = MAIN
+) -> JsonObj:
+    status[_STATUSES[kind]] = [build(c) for c in pod["spec"].get(kind) or []]
     return {**pod, "status": status}
 
 
 def _each_container(
-    pod: JsonObj, status: JsonObj, build: Callable[[JsonObj, JsonObj], JsonObj]
+    pod: JsonObj, status: JsonObj, build: Callable[[JsonObj, JsonObj], JsonObj], kind: str = MAIN
 ) -> JsonObj:
-    status["containerStatuses"] = [build(c, _old(pod, c)) for c in pod["spec"]["containers"]]
+    status[_STATUSES[kind]] = [build(c, _old(pod, c, kind)) for c in pod["spec"].get(kind) or []]
     return {**pod, "status": status}
 
 
+def _names(pod: JsonObj, kind: str) -> str:
+    return " ".join(c["name"] for c in pod["spec"].get(kind) or [])
+
+
 def _not_ready(pod: JsonObj) -> str:
-    names = " ".join(c["name"] for c in pod["spec"]["containers"])
-    return f"containers with unready status: [{names}]"
+    return f"containers with unready status: [{_names(pod, MAIN)}]"
 
 
 def _with_conditions(status: JsonObj, **changes: tuple[str, str | None, str | None]) -> JsonObj:

@@ -154,13 +154,15 @@ def _pod_summary(pod: JsonObj) -> tuple[str, int, int, float | None]:
             reason = "SchedulingGated"
     ready = restarts = 0
     last_restart: float | None = None
+    containers = status.get("containerStatuses") or []
+    initializing, init_reason, init_restarts, init_last = _init_summary(pod)
+    if initializing and not _condition_true(status, "Initialized"):
+        reason, restarts, last_restart = init_reason, init_restarts, init_last
+        containers = []  # the printer shows the init containers' progress alone
     running = False
-    for container in reversed(status.get("containerStatuses") or []):
+    for container in reversed(containers):
         restarts += int(container.get("restartCount") or 0)
-        finished = ((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
-        if finished:
-            at = parse_time(finished)
-            last_restart = at if last_restart is None else max(last_restart, at)
+        last_restart = _later(last_restart, container)
         state = container.get("state") or {}
         waiting, terminated = state.get("waiting"), state.get("terminated")
         if waiting and waiting.get("reason"):
@@ -182,6 +184,48 @@ def _pod_summary(pod: JsonObj) -> tuple[str, int, int, float | None]:
     elif deleting and status.get("phase") not in ("Succeeded", "Failed"):
         reason = "Terminating"
     return reason, ready, restarts, last_restart
+
+
+def _init_summary(pod: JsonObj) -> tuple[bool, str, int, float | None]:
+    """(initializing, STATUS reason, restarts, last restart) from the init containers, as
+    the pod printer reads them: Init:N/M, Init:<reason>, Init:ExitCode:N."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    total = len(pod["spec"].get("initContainers") or [])
+    restarts, last_restart = 0, None
+    for i, container in enumerate(statuses):
+        restarts += int(container.get("restartCount") or 0)
+        last_restart = _later(last_restart, container)
+        state = container.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting") or {}
+        if terminated and terminated.get("exitCode") == 0:
+            continue
+        if terminated:
+            code = terminated.get("exitCode", 0)
+            return (
+                True,
+                f"Init:{terminated.get('reason') or f'ExitCode:{code}'}",
+                restarts,
+                last_restart,
+            )
+        if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            return True, f"Init:{waiting['reason']}", restarts, last_restart
+        return True, f"Init:{i}/{total}", restarts, last_restart
+    return False, "", restarts, last_restart
+
+
+def _later(last: float | None, container: JsonObj) -> float | None:
+    """The later of `last` and the container's last restart."""
+    finished = ((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+    if not finished:
+        return last
+    at = parse_time(finished)
+    return at if last is None else max(last, at)
+
+
+def _condition_true(status: JsonObj, kind: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True" for c in status.get("conditions") or []
+    )
 
 
 def _readiness_gates(gates: list[JsonObj], status: JsonObj) -> str:

@@ -98,10 +98,15 @@ def validate_spec(spec: JsonObj) -> list[JsonObj]:
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         return [field_cause("spec.containers", "Required value", "FieldValueRequired")]
+    seen: set[str] = set()  # names are unique across init and app containers
+    causes = _container_errors(spec.get("initContainers") or [], "spec.initContainers", seen)
+    return causes + _container_errors(containers, "spec.containers", seen)
+
+
+def _container_errors(containers: list[Any], field: str, seen: set[str]) -> list[JsonObj]:
     causes: list[JsonObj] = []
-    seen: set[str] = set()
     for i, container in enumerate(containers):
-        path = f"spec.containers[{i}]"
+        path = f"{field}[{i}]"
         name = container.get("name") if isinstance(container, dict) else None
         if not name:
             causes.append(field_cause(f"{path}.name", "Required value", "FieldValueRequired"))

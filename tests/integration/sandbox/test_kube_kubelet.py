@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from pipeline.sandbox.kube import EXIT_CODE, LOGS, KubeEmulator
+from pipeline.sandbox.kube import EXIT_CODE, LOGS, KubeEmulator, Timings
 from tests.fixtures.kube import (
     FAST,
     core_v1_for,
@@ -132,6 +133,73 @@ async def test_a_downward_api_field_the_kubelet_does_not_expose_is_invalid(
     assert raised.value.status == 422
     message = json.loads(raised.value.body)["message"]
     assert 'env[0].valueFrom.fieldRef.fieldPath: Unsupported value: "spec.hostname"' in message
+
+
+def with_init_containers(name: str, main: str, *inits: str) -> dict[str, Any]:
+    """A process-mode pod whose init containers and app container run these shell scripts."""
+    body = pod_manifest(name, command=["sh", "-c", main])
+    body["spec"]["initContainers"] = [
+        {"name": f"init-{i}", "image": "busybox:1.36", "command": ["sh", "-c", script]}
+        for i, script in enumerate(inits)
+    ]
+    return body
+
+
+def init_states(event: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c["state"] for c in event["object"]["status"]["initContainerStatuses"]]
+
+
+async def test_init_containers_run_one_after_another_before_the_app(tmp_path: Path) -> None:
+    trail = tmp_path / "trail"
+    body = with_init_containers(
+        "initialized", f"cat {trail}", f"echo first >> {trail}", f"echo second >> {trail}"
+    )
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, body)
+        log = await pod_log(api, "initialized")
+        first_log = await pod_log(api, "initialized", container="init-0")
+    assert log == "first\nsecond\n"
+    assert first_log == ""
+    pending = [e for e in events if e["object"]["status"].get("phase") == "Pending"]
+    assert any(conditions(e).get("Initialized") == "False" for e in pending)
+    last = events[-1]
+    assert last["object"]["status"]["phase"] == "Succeeded"
+    assert conditions(last)["Initialized"] == "True"
+    assert [s["terminated"]["reason"] for s in init_states(last)] == ["Completed", "Completed"]
+
+
+async def test_a_failed_init_container_fails_the_pod_before_the_app_runs(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    body = with_init_containers("init-fails", f"touch {ran}", "echo no repo; exit 2")
+    async with KubeEmulator(mode="process") as emulator:
+        api = core_v1_for(emulator)
+        events = await run_to_end(api, body)
+        init_log = await pod_log(api, "init-fails", container="init-0")
+    last = events[-1]["object"]["status"]
+    assert last["phase"] == "Failed"
+    assert init_states(events[-1])[0]["terminated"]["exitCode"] == 2
+    assert last["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    assert init_log == "no repo\n"
+    assert not ran.exists()
+
+
+async def test_a_failed_init_container_is_restarted_under_on_failure(tmp_path: Path) -> None:
+    tried = tmp_path / "tried"
+    flaky = f"if [ -e {tried} ]; then exit 0; fi; touch {tried}; exit 1"
+    body = with_init_containers("init-retried", "true", flaky)
+    body["spec"]["restartPolicy"] = "OnFailure"
+    async with KubeEmulator(mode="process", timings=Timings(restart_backoff_seconds=0.05)) as emu:
+        events = await run_to_end(core_v1_for(emu), body)
+    last = events[-1]["object"]["status"]
+    assert last["phase"] == "Succeeded"
+    assert last["initContainerStatuses"][0]["restartCount"] == 1
+    assert any(
+        s.get("waiting", {}).get("reason") == "CrashLoopBackOff"
+        for e in events
+        if e["object"]["status"].get("initContainerStatuses")
+        for s in init_states(e)
+    )
 
 
 async def test_process_mode_runs_args_without_a_shell() -> None:

@@ -48,8 +48,10 @@ async def create_pod(
     pending_seconds: float = 0.0,
     image: str = "busybox:1.36",
     instance: str = "launcher-a",
+    init_container: str | None = None,
 ) -> str:
-    """A pod as the launcher makes it (labels + annotations), with simulated timings."""
+    """A pod as the launcher makes it (labels + annotations), with simulated timings (which
+    an init container, when named, runs by too)."""
     annotations = {
         **pod_annotations(key),
         RUN_SECONDS: str(run_seconds),
@@ -59,6 +61,8 @@ async def create_pod(
     body = pod_manifest(
         pod_name(key), labels=pod_labels(key, instance), annotations=annotations, image=image
     )
+    if init_container is not None:
+        body["spec"]["initContainers"] = [{"name": init_container, "image": image}]
     await asyncio.to_thread(api.create_namespaced_pod, "default", body)
     return pod_name(key)
 

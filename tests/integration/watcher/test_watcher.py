@@ -65,6 +65,18 @@ async def test_each_phase_reaches_the_events_topic_with_precise_reasons(
     assert event["resource_version"].isdigit()
 
 
+async def test_a_pod_failed_by_its_init_container_says_which_and_why(
+    watcher_settings: Settings, kube_emulator: KubeEmulator, core_v1: client.CoreV1Api
+) -> None:
+    failing = task(0)
+    async with watcher_running(watcher_settings):
+        await create_pod(core_v1, failing, exit_code=4, init_container="fetch-dags")
+        found = await wait_for_ends(watcher_settings, [failing])
+    assert summary(terminal(found, failing)) == (
+        "failed", "init container fetch-dags: exit code 4", 4,
+    )  # fmt: skip
+
+
 async def test_a_pod_deleted_while_running_fails_its_task(
     watcher_settings: Settings, core_v1: client.CoreV1Api
 ) -> None:

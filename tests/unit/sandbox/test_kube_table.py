@@ -64,6 +64,36 @@ def test_status_and_ready_follow_the_pod_printer(
     assert cells[4] == "60s"
 
 
+def initializing(*init_states: dict[str, Any], initialized: bool = False) -> dict[str, Any]:
+    """A pod with two init containers in these states and its app container waiting."""
+    obj = pod("Pending", waiting("PodInitializing"))
+    obj["spec"]["initContainers"] = [{"name": "i0"}, {"name": "i1"}]
+    obj["status"]["initContainerStatuses"] = [
+        {"name": f"i{i}", "restartCount": 0, **state} for i, state in enumerate(init_states)
+    ]
+    done = "True" if initialized else "False"
+    obj["status"]["conditions"] = [{"type": "Initialized", "status": done}]
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("obj", "status"),
+    [
+        (initializing(waiting("PodInitializing"), waiting("PodInitializing")), "Init:0/2"),
+        (initializing(ended(exitCode=0, reason="Completed"), RUNNING), "Init:1/2"),
+        (initializing(ended(exitCode=2, reason="Error"), waiting("PodInitializing")),
+         "Init:Error"),
+        (initializing(ended(exitCode=2), waiting("PodInitializing")), "Init:ExitCode:2"),
+        (initializing(waiting("CrashLoopBackOff"), waiting("PodInitializing")),
+         "Init:CrashLoopBackOff"),
+        (initializing(ended(exitCode=0), ended(exitCode=0), initialized=True),
+         "PodInitializing"),
+    ],
+)  # fmt: skip
+def test_init_containers_show_their_progress(obj: dict[str, Any], status: str) -> None:
+    assert pod_row(obj, NOW)[2] == status
+
+
 def test_completed_with_a_container_still_running_reads_running() -> None:
     obj = pod(
         "Running",
