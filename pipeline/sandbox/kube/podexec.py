@@ -98,7 +98,7 @@ async def serve(
         session = await _Session.start(pod, wanted, send)
     except OSError as exc:
         message = f'exec: "{wanted.argv[0]}": {exc.strerror or exc}'
-        await send(ERROR, orjson.dumps(_failure(message, "InternalError")))
+        await send(ERROR, orjson.dumps(_not_started(message)))
         await ws.close()
         return ws
     unsubscribe = _end_with_container(store, key, wanted.container["name"], session)
@@ -337,6 +337,12 @@ def _exit_status(argv: list[str], code: int) -> JsonObj:
     status = _failure(message, "NonZeroExitCode")
     status["details"] = {"causes": [{"reason": "ExitCode", "message": str(code)}]}
     return status
+
+
+def _not_started(message: str) -> JsonObj:
+    """The Status a kubelet sends when the runtime cannot start the command (code 500)."""
+    status = _failure(message, "InternalError")
+    return {**status, "details": {"causes": [{"message": message}]}, "code": 500}
 
 
 def _failure(message: str, reason: str) -> JsonObj:

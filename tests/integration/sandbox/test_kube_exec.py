@@ -118,6 +118,18 @@ async def test_the_official_clients_text_input_reaches_the_command(
     assert await asyncio.to_thread(run) == ("typed as text\n", 0)
 
 
+async def test_a_command_that_cannot_start_ends_with_an_internal_error(
+    process_emulator: KubeEmulator,
+) -> None:
+    await running_pod(process_emulator, "no-command")
+    url = exec_url(process_emulator, "no-command", "no-such-command", stdout="true")
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(V5,)) as ws:
+        _, status = await session(ws)
+    assert (status["status"], status["reason"], status["code"]) == ("Failure", "InternalError", 500)
+    assert status["message"].startswith('exec: "no-such-command": ')
+    assert status["details"]["causes"] == [{"message": status["message"]}]
+
+
 async def test_stdin_ends_with_the_close_signal(process_emulator: KubeEmulator) -> None:
     await running_pod(process_emulator, "stdin-exec")
     url = exec_url(process_emulator, "stdin-exec", "cat", stdin="true", stdout="true")
