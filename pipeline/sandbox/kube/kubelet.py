@@ -36,8 +36,9 @@ RUN_SECONDS = ANNOTATION_PREFIX + "run-seconds"  # Running -> terminated (simula
 EXIT_CODE = ANNOTATION_PREFIX + "exit-code"  # container exit code (simulate)
 LOGS = ANNOTATION_PREFIX + "logs"  # container output served by pods/log (simulate)
 NODE_NAME = "sandbox-node"
-MAX_BACKOFF_SECONDS = 300.0
-_EVICTED = "The node was low on resource: memory. "  # the kubelet's cap on the restart back-off
+MAX_BACKOFF_SECONDS = 300.0  # the kubelet's cap on the restart back-off
+_EVICTED = "The node was low on resource: memory. "
+_DEADLINE_EXCEEDED = "Pod was active on the node longer than the specified deadline"
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Timings:
 class Stop:
     """Why a running pod must end before its containers do."""
 
-    reason: Literal["delete", "oom", "evict"]
+    reason: Literal["delete", "oom", "evict", "deadline"]
     grace_seconds: float = 0.0
 
 
@@ -186,14 +187,18 @@ class Kubelet:
         pod = await self._write(key, lambda p: podstatus.creating(p, pod_ip))
         if pod is None:
             return
+        deadline = self._arm_deadline(pod, run.stop)
+        try:
+            await self._run_started_pod(key, pod, run)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+
+    async def _run_started_pod(self, key: Key, pod: JsonObj, run: _PodRun) -> None:
+        """From the pod's start (images, init containers) to its end and its status."""
         early = await self._before_start(key, pod, run.stop)
-        if early is not None:
-            await self._finish_delete(key)
-            return
-        if not await self._initialize(key, pod, run.stop):
-            stop = run.stop.result() if run.stop.done() else None
-            if stop is not None and stop.reason == "delete":
-                await self._finish_delete(key)
+        if early is not None or not await self._initialize(key, pod, run.stop):
+            await self._ended_early(key, run.stop.result() if run.stop.done() else None)
             return
         started_at = rfc3339()
         ends = await self._run_containers(key, pod, run, started_at)
@@ -202,6 +207,17 @@ class Kubelet:
         await self._write(key, lambda p: podstatus.terminated(p, ends, reason, message))
         if stop is not None and stop.reason == "delete":
             await self._finish_delete(key)
+
+    async def _ended_early(self, key: Key, stop: Stop | None) -> None:
+        """The pod ended before its app containers started: deleted, failed in its init
+        containers (status written), or out of its active deadline."""
+        if stop is not None and stop.reason == "delete":
+            await self._finish_delete(key)
+        elif stop is not None and stop.reason == "deadline":
+            self._event(key, "DeadlineExceeded", _DEADLINE_EXCEEDED, "Warning")
+            await self._write(
+                key, lambda p: podstatus.failed(p, "DeadlineExceeded", _DEADLINE_EXCEEDED)
+            )
 
     async def _before_start(
         self, key: Key, pod: JsonObj, stop: asyncio.Future[Stop]
@@ -358,7 +374,8 @@ class Kubelet:
             code = exited.result()
         else:
             self._stopping(key, name, stop.result())
-            grace = stop.result().grace_seconds if stop.result().reason == "delete" else 0.0
+            graceful = stop.result().reason in ("delete", "deadline")
+            grace = stop.result().grace_seconds if graceful else 0.0
             code = await container.stop(grace)
             exited.cancel()
             await asyncio.gather(exited, return_exceptions=True)
@@ -405,6 +422,8 @@ class Kubelet:
             return
         if stop.reason == "evict":
             self._event(key, "Evicted", _EVICTED, "Warning")
+        if stop.reason == "deadline":
+            self._event(key, "DeadlineExceeded", _DEADLINE_EXCEEDED, "Warning")
         self._event(key, "Killing", f"Stopping container {container}", container=container)
 
     def _event(
@@ -438,6 +457,15 @@ class Kubelet:
             return Termination(137, "OOMKilled", started, finished)
         return Termination(code, "Completed" if code == 0 else "Error", started, finished)
 
+    def _arm_deadline(self, pod: JsonObj, stop: asyncio.Future[Stop]) -> asyncio.TimerHandle | None:
+        """Stop the pod `activeDeadlineSeconds` after its start, as the kubelet does."""
+        seconds = pod["spec"].get("activeDeadlineSeconds")
+        if seconds is None:
+            return None
+        grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        loop = asyncio.get_running_loop()
+        return loop.call_later(float(seconds), _resolve, stop, Stop("deadline", grace))
+
     def _arm_disruption(self, pod: JsonObj, stop: asyncio.Future[Stop]) -> None:
         images = (c["image"] for c in pod["spec"]["containers"])
         disruption = next((d for d in map(self._faults.disruption, images) if d), None)
@@ -459,6 +487,8 @@ def restarts_after(policy: str, exit_code: int) -> bool:
 def _pod_reason(stop: Stop | None) -> tuple[str | None, str | None]:
     if stop is not None and stop.reason == "evict":
         return "Evicted", _EVICTED
+    if stop is not None and stop.reason == "deadline":
+        return "DeadlineExceeded", _DEADLINE_EXCEEDED
     return None, None
 
 

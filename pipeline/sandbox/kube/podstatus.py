@@ -190,6 +190,16 @@ def restarted(pod: JsonObj, name: str, started_at: str) -> JsonObj:
     return pod
 
 
+def failed(pod: JsonObj, reason: str, message: str) -> JsonObj:
+    """Failed before its app containers ran (e.g. DeadlineExceeded while Pending)."""
+    status = _with_conditions(
+        pod["status"],
+        Ready=("False", "PodFailed", None),
+        ContainersReady=("False", "PodFailed", None),
+    )
+    return {**pod, "status": {**status, "phase": "Failed", "reason": reason, "message": message}}
+
+
 def terminated(
     pod: JsonObj,
     ends: dict[str, Termination],

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from pipeline.sandbox.kube import EXIT_CODE, LOGS, KubeEmulator, Timings
+from pipeline.sandbox.kube import (
+    EXIT_CODE,
+    LOGS,
+    PENDING_SECONDS,
+    RUN_SECONDS,
+    KubeEmulator,
+    Timings,
+)
 from tests.fixtures.kube import (
     FAST,
     core_v1_for,
@@ -200,6 +207,19 @@ async def test_a_failed_init_container_is_restarted_under_on_failure(tmp_path: P
         if e["object"]["status"].get("initContainerStatuses")
         for s in init_states(e)
     )
+
+
+@pytest.mark.parametrize("stage", [PENDING_SECONDS, RUN_SECONDS])
+async def test_a_pod_past_its_active_deadline_fails_with_deadline_exceeded(
+    core_v1: client.CoreV1Api, stage: str
+) -> None:
+    """Counted from the pod's start, whether it is still pending or running by then."""
+    body = pod_manifest(f"deadline-{stage.rsplit('/', 1)[-1]}", annotations={stage: "60"})
+    body["spec"].update(activeDeadlineSeconds=1, terminationGracePeriodSeconds=0)
+    events = await run_to_end(core_v1, body)
+    status = events[-1]["object"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert status["message"] == "Pod was active on the node longer than the specified deadline"
 
 
 async def test_process_mode_runs_args_without_a_shell() -> None:
