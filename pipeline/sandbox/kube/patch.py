@@ -1,4 +1,8 @@
-"""The three patch formats apiserver accepts for built-in types, applied without mutating input.
+"""The patch formats apiserver accepts for built-in types, applied without mutating input.
+
+Server-side apply (`apply-patch+yaml`) is approximated: the applied configuration is merged
+in as a strategic merge patch. There is no field ownership, so a field the applier dropped
+since its last apply is kept and no conflict is ever reported.
 
 Stored pods are shared with the watch history, so every function here builds new containers
 instead of editing the target in place.
@@ -14,6 +18,7 @@ from .status import ApiError, JsonObj, bad_request, unsupported_media_type
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 # patchMergeKey of core/v1 list fields: their items merge by this key instead of replacing.
 MERGE_KEYS = {
@@ -32,11 +37,11 @@ MERGE_KEYS = {
 
 
 def apply_patch(content_type: str, target: JsonObj, patch: Any) -> JsonObj:
-    """Apply `patch` by media type; 415 for types the server does not serve (apply-patch)."""
+    """Apply `patch` by media type; 415 for types the server does not serve."""
     media = content_type.split(";")[0].strip().lower()
     if media == MERGE_PATCH:
         return _require_object(merge_patch(target, _require_object(patch)))
-    if media == STRATEGIC_MERGE_PATCH:
+    if media in (STRATEGIC_MERGE_PATCH, APPLY_PATCH):
         return _require_object(strategic_merge_patch(target, _require_object(patch)))
     if media == JSON_PATCH:
         if not isinstance(patch, list):

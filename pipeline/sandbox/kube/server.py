@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import yaml
 from aiohttp import web
 
 from . import fields, podattach, podexec, podlog, table
@@ -20,11 +21,19 @@ from .discovery import POD_RESOURCE, Resource, discovery_routes
 from .faults import Faults
 from .kubelet import Kubelet
 from .openapi import openapi_routes
-from .patch import apply_patch
+from .patch import APPLY_PATCH, apply_patch
 from .pods import new_pod, parse_body, rfc3339
 from .query import integer
 from .selectors import FIELD_PATHS, PodSelector, parse_selector
-from .status import ApiError, JsonObj, bad_request, conflict, invalid, unauthorized
+from .status import (
+    ApiError,
+    JsonObj,
+    bad_request,
+    conflict,
+    field_cause,
+    invalid,
+    unauthorized,
+)
 from .store import PodStore, pod_key
 from .validation import spec_update_errors, validate_metadata, validate_pod
 
@@ -33,6 +42,7 @@ PODS = "/api/v1/namespaces/{namespace}/pods"
 POD = PODS + "/{name}"
 POD_DEFINITION = "io.k8s.api.core.v1.Pod"
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version"})
+_NO_MANAGER = "Required value: is required for apply patch"
 _PRESERVED_METADATA = (
     "uid",
     "creationTimestamp",
@@ -118,17 +128,20 @@ class PodApi:
         )
         try:
             await self.admit("create")
-            body = parse_body(await read_json(request), request.match_info["namespace"])
-            body, warnings = _decode(request, body)
-            pod = new_pod(body, self._random)
-            _check(pod, validate_pod(pod))
-            self.require_active(pod["metadata"]["namespace"], pod["metadata"]["name"], "pods")
-            if _dry_run(request.query.getall("dryRun", [])):
-                self.store.require_absent(pod_key(pod))
-                return json_response(pod, 201, warnings)
-            return json_response(self.store.create(pod), 201, warnings)
+            return self._create(request, await read_json(request))
         finally:
             self.stats.creates_in_flight -= 1
+
+    def _create(self, request: web.Request, body: Any) -> web.Response:
+        body = parse_body(body, request.match_info["namespace"])
+        body, warnings = _decode(request, body)
+        pod = new_pod(body, self._random)
+        _check(pod, validate_pod(pod))
+        self.require_active(pod["metadata"]["namespace"], pod["metadata"]["name"], "pods")
+        if _dry_run(request.query.getall("dryRun", [])):
+            self.store.require_absent(pod_key(pod))
+            return json_response(pod, 201, warnings)
+        return json_response(self.store.create(pod), 201, warnings)
 
     async def get(self, request: web.Request) -> web.Response:
         await self.admit("get")
@@ -149,10 +162,27 @@ class PodApi:
 
     async def patch(self, request: web.Request) -> web.Response:
         await self.admit("patch")
+        applying = request.content_type == APPLY_PATCH
+        if applying and not request.query.get("fieldManager"):
+            needed = field_cause("fieldManager", _NO_MANAGER, "FieldValueRequired")
+            raise invalid("", [needed], "PatchOptions.meta.k8s.io")
+        body = await (_read_yaml(request) if applying else read_json(request))
+        if applying and _key(request) not in self.store:
+            return self._applied_new(request, body)
         old = self.store.get(_key(request))
-        patched = apply_patch(request.content_type, old, await read_json(request))
+        patched = apply_patch(request.content_type, old, body)
         patched, warnings = _decode(request, patched)
         return json_response(self._update(request, old, patched), warnings=warnings)
+
+    def _applied_new(self, request: web.Request, body: Any) -> web.Response:
+        """Server-side apply of a pod that does not exist yet creates it, named by the URL."""
+        name = request.match_info["name"]
+        given = (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
+        if given != name:
+            raise bad_request(
+                f"the name of the object ({given}) does not match the name on the URL"
+            )
+        return self._create(request, body)
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.admit("delete")
@@ -312,6 +342,21 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+
+
+async def _read_yaml(request: web.Request) -> Any:
+    """An apply body: YAML, which JSON (what kubectl sends) is a case of."""
+    raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(raw)):
+            raise bad_request("YAML aliases are not accepted in an apply body")  # no bombs
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise bad_request(f"the body of the request could not be decoded as YAML: {exc}") from None
 
 
 async def _delete_options(request: web.Request) -> JsonObj:

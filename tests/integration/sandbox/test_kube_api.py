@@ -252,3 +252,23 @@ async def test_stats_count_concurrent_creates(kube_emulator: KubeEmulator) -> No
     assert statuses == [201] * 4
     assert kube_emulator.stats.max_creates_in_flight == 4
     assert kube_emulator.stats.requests["create"] == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "status", "message"),
+    [
+        ("", "metadata: {name: applied}", 422,
+         'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value'),
+        ("?fieldManager=me", "a: &x [1]\nb: [*x, *x]\n", 400, "YAML aliases are not accepted"),
+        ("?fieldManager=me", "metadata: {name: other}", 400, "does not match the name"),
+    ],
+)  # fmt: skip
+async def test_an_apply_is_refused_without_a_manager_with_aliases_or_another_name(
+    kube_emulator: KubeEmulator, query: str, body: str, status: int, message: str
+) -> None:
+    url = f"{kube_emulator.url}/api/v1/namespaces/{NS}/pods/applied{query}"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    async with aiohttp.ClientSession() as http, http.patch(url, data=body, headers=headers) as r:
+        answer = await r.json()
+    assert r.status == status
+    assert message in answer["message"]

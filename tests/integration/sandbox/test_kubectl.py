@@ -391,6 +391,22 @@ def test_apply_validates_creates_and_configures(cluster: Cluster) -> None:
     cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
 
 
+def test_server_side_apply_creates_then_updates(cluster: Cluster) -> None:
+    name = cluster.name("ssa")
+    manifest = pod_yaml(name, "sleep 60")
+    dry = cluster.ok("apply", "--server-side", "--dry-run=server", "-f", "-",
+                     input=yaml.safe_dump(manifest))  # fmt: skip
+    assert dry.strip() == f"pod/{name} serverside-applied (server dry run)"
+    assert "NotFound" in cluster.kubectl("get", "pod", name).stderr
+    created = cluster.ok("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
+    assert created.strip() == f"pod/{name} serverside-applied"
+    manifest["metadata"]["labels"]["tier"] = "batch"
+    cluster.ok("apply", "--server-side", "-f", "-", input=yaml.safe_dump(manifest))
+    labels = cluster.ok("get", "pod", name, "-o", "jsonpath={.metadata.labels.tier}")
+    assert labels == "batch"
+    cluster.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+
 def test_apply_rejects_an_unknown_field_and_warns_when_asked(cluster: Cluster) -> None:
     name = cluster.name("typo")
     manifest = pod_yaml(name, "sleep 1")
