@@ -151,16 +151,17 @@ async def test_merge_and_json_patch(core_v1: client.CoreV1Api) -> None:
     assert pod.metadata.annotations == {"y": "2"}
 
 
-async def test_apply_patch_is_415(core_v1: client.CoreV1Api) -> None:
-    await create(core_v1, pod_manifest("applied"))
-    error = await rejected(
+async def test_an_apply_through_the_client_merges_into_the_pod(core_v1: client.CoreV1Api) -> None:
+    await create(core_v1, pod_manifest("applied", labels={"app": "web"}))
+    pod = await asyncio.to_thread(
         core_v1.patch_namespaced_pod,
         "applied",
         NS,
-        {"metadata": {"labels": {"a": "b"}}},
+        {"metadata": {"name": "applied", "labels": {"a": "b"}}},
+        field_manager="tests",
         _content_type="application/apply-patch+yaml",
     )
-    assert error.status == 415
+    assert pod.metadata.labels == {"app": "web", "a": "b"}
 
 
 async def test_spec_changes_other_than_image_are_422(core_v1: client.CoreV1Api) -> None:

@@ -66,7 +66,14 @@ def test_failed_json_patch_test_is_422() -> None:
     assert raised.value.code == 422
 
 
-def test_apply_patch_media_type_is_415() -> None:
+def test_an_apply_merges_as_a_strategic_merge_patch() -> None:
+    applied = {"metadata": {"labels": {"tier": "batch"}}}
+    assert apply_patch("application/apply-patch+yaml", POD, applied) == apply_patch(
+        "application/strategic-merge-patch+json", POD, applied
+    )
+
+
+def test_a_media_type_apiserver_does_not_take_for_a_patch_is_415() -> None:
     with pytest.raises(ApiError) as raised:
-        apply_patch("application/apply-patch+yaml", POD, {})
+        apply_patch("application/yaml", POD, {})
     assert raised.value.code == 415
