@@ -115,7 +115,7 @@ class WatchStream:
             try:
                 first = await asyncio.wait_for(self._queue.get(), wait)
             except TimeoutError:
-                if self._watch.bookmarks:
+                if self._watch.bookmarks and deadline > time.monotonic():  # the last one follows
                     await response.write(self._bookmark())
                 continue
             events = [first, *(self._queue.get_nowait() for _ in range(self._queue.qsize()))]

@@ -135,3 +135,20 @@ async def test_watch_sees_each_kubelet_step_as_modified(core_v1: client.CoreV1Ap
     assert phases[-1] == "Succeeded" and "Running" in phases
     versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+async def test_a_watch_whose_end_falls_on_a_bookmark_sends_it_once() -> None:
+    async with KubeEmulator(mode="off", bookmark_interval=1.0) as emulator:
+        api = core_v1_for(emulator)
+        created = await create(api, "a")
+        events = await asyncio.to_thread(
+            list,
+            watch.Watch().stream(
+                api.list_namespaced_pod,
+                NS,
+                resource_version=created.metadata.resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=1,
+            ),
+        )
+    assert [e["type"] for e in events] == ["BOOKMARK"]
