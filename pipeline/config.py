@@ -7,12 +7,21 @@ given as JSON (`PIPELINE_ROUTER_ROUTES='{"gpu": "kubernetes"}'`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -128,12 +137,28 @@ class TopicSettings(SettingsGroup):
         return {"cleanup.policy": "compact"} if name in self.compacted() else {}
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _dns_label(name: str) -> str:
+    """A namespace name as Kubernetes takes it, refused here rather than by every create."""
+    if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a namespace name: use at most 63 lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+Namespace = Annotated[str, AfterValidator(_dns_label)]
+
+
 class KubeSettings(SettingsGroup):
     """How the launcher and watcher reach Kubernetes."""
 
     config: Path | None = Field(None, description="Kubeconfig path; unset means in-cluster.")
     context: str | None = Field(None, description="Kubeconfig context; unset means current.")
-    namespace: str = Field("default", description="Namespace worker pods are created in.")
+    namespace: Namespace = Field("default", description="Namespace worker pods are created in.")
     request_timeout_s: float = Field(30.0, gt=0)
 
 
@@ -336,7 +361,9 @@ class WatcherSettings(SettingsGroup):
         description="Watch every managed pod, whatever launcher instance made it; off watches "
         "only pods labelled with PIPELINE_RUNTIME_INSTANCE (which must then be set).",
     )
-    namespaces: list[str] = Field(default_factory=list, description="Empty: the kube namespace.")
+    namespaces: list[Namespace] = Field(
+        default_factory=list, description="Empty: the kube namespace."
+    )
     watch_timeout_s: int = Field(
         300, ge=1, description="Server-side timeout of one watch request; it then reconnects."
     )
@@ -560,7 +587,8 @@ def _one_line(exc: ValueError) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return f"invalid setting {where}: {first['msg']}"
+        message = str(first["msg"]).removeprefix("Value error, ")  # pydantic's, for our own
+        return f"invalid setting {where}: {message}"
     return str(exc).splitlines()[0]
 
 

@@ -58,6 +58,23 @@ def test_invalid_values_become_one_line_config_errors(monkeypatch: pytest.Monkey
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PIPELINE_KUBE_NAMESPACE", "Airflow"), ("PIPELINE_WATCHER_NAMESPACES", '["ok", "no_way"]')],
+)
+def test_a_namespace_kubernetes_would_refuse_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"^invalid setting \S*namespace\S*: '\w+' is not a nam"):
+        load_settings()
+
+
+def test_a_namespace_that_is_a_dns_label_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_KUBE_NAMESPACE", "airflow-prod-2")
+    assert load_settings().kube.namespace == "airflow-prod-2"
+
+
 def test_unknown_keys_in_a_file_are_refused(tmp_path: Path) -> None:
     config = tmp_path / "pipeline.toml"
     config.write_text("[launcher]\nparalelism = 3\n")
