@@ -20,6 +20,8 @@ from pipeline.messages import CancelInfo, TaskKey
 DOMAIN: Final = "pipeline.dev"
 MANAGED_LABEL: Final = f"{DOMAIN}/managed"
 INSTANCE_LABEL: Final = f"{DOMAIN}/instance"
+TRY_LABEL: Final = f"{DOMAIN}/try"
+"""One value per try (a digest of the whole key), so one selector can name many tries' pods."""
 CANCEL_ANNOTATION: Final = f"{DOMAIN}/cancel"
 """Set (to the CancelInfo as JSON) on a pod the launcher deletes because its task was
 cancelled, before the delete, so the watcher reports the pod's end as `cancelled`."""
@@ -46,9 +48,18 @@ def safe_label_value(value: str) -> str:
     return f"{head}-{suffix}" if head else suffix
 
 
+def _full(key: TaskKey) -> str:
+    return "\x1f".join(str(part) for part in key.to_wire().values())
+
+
+def try_label(key: TaskKey) -> str:
+    """The TRY_LABEL value of the try's pod: 80 bits of digest, so tries never share one."""
+    return _digest(_full(key), 20)
+
+
 def pod_name(key: TaskKey) -> str:
     """Deterministic DNS-1123 label (<= 63 chars): readable prefix plus a hash of the full key."""
-    full = "\x1f".join(str(part) for part in key.to_wire().values())
+    full = _full(key)
     readable = _UNSAFE_NAME.sub("-", f"{key.dag_id}-{key.task_id}".lower()).strip("-")
     head = readable[: _NAME_MAX - _HASH_LEN - 1 - len(str(key.try_number)) - 1].rstrip("-")
     return f"{head or 'task'}-{key.try_number}-{_digest(full, _HASH_LEN)}"
@@ -59,6 +70,7 @@ def pod_labels(key: TaskKey, instance: str) -> dict[str, str]:
               for field, value in key.to_wire().items()}  # fmt: skip
     labels[MANAGED_LABEL] = "true"
     labels[INSTANCE_LABEL] = safe_label_value(instance)
+    labels[TRY_LABEL] = try_label(key)
     return labels
 
 

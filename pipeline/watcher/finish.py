@@ -2,10 +2,15 @@
 record acknowledged, then the pod deleted if the cleanup policy says so.
 
 The order is the once-per-try guarantee: a deleted pod's name is free again, and only the
-launch ledger then tells a launcher that the try already ran. None of it is on the watch's
-path: the terminal event is published and acknowledged first (that is what frees the
-launcher's slot), and the rest is handed to a background loop that takes everything queued
-at once, so its API calls run concurrently and its records share one produce request. A
+launch ledger then tells a launcher that the try already ran (the `finished` record is also
+what frees the try's launcher slot). None of it is on the watch's path: the terminal event
+is published and acknowledged first, and the rest is handed to a background loop that takes
+everything queued at once, so its log reads run concurrently, its records share one produce
+request, and its pods go in one delete-collection call, selected by their try labels and an
+ended phase. That call carries no uid precondition, and needs none: a try's label is on no
+other pod, and the try's `finished` record, written before it, keeps a launcher from making
+its pod again. A pod the call does not take (one still running as its cancel takes effect,
+one made before pods carried the label) is deleted on its own, uid precondition and all. A
 full backlog makes the watch wait. Work not done at a stop or crash is not lost: the pods
 handed over and not finished yet go into the watch's checkpoint (`unfinished`), and a
 restart finishes them (one whose end came after the checkpoint is seen ending again); the
@@ -26,15 +31,17 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline import launches
 from pipeline.messages import State
+from pipeline.pods import try_label
 from pipeline.runtime import next_unless_stopped, sleep_unless_stopped
 from pipeline.watcher import metrics
 from pipeline.watcher.logcapture import LogCapture
 from pipeline.watcher.translate import PodObservation
-from pipeline.watcher.watch_loop import WatchUnavailable
+from pipeline.watcher.watch_loop import NotAllowed, WatchUnavailable
 
 log = logging.getLogger(__name__)
 
 Delete = Callable[[str, str], Awaitable[bool]]
+DeleteEnded = Callable[[Sequence[str]], Awaitable[set[str]]]
 _BACKLOG = 64  # batches queued before the watch waits
 _RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # a minute before the next start's turn
 
@@ -62,12 +69,15 @@ class Finisher:
         ledger_topic: str,
         capture: LogCapture | None,
         delete: Delete,
+        delete_ended: DeleteEnded,
         policy: CleanupPolicy,
     ) -> None:
         self._producer = producer
         self._ledger_topic = ledger_topic
         self._capture = capture
         self._delete = delete
+        self._delete_ended = delete_ended
+        self._collection_allowed = True  # until the API says otherwise (an older RBAC)
         self.policy = policy
         self._queue: asyncio.Queue[list[PodObservation]] = asyncio.Queue(_BACKLOG)
         self._stopped = False  # set once `run` returned: nothing would take from the queue
@@ -136,8 +146,30 @@ class Finisher:
         for observation in ended:  # the rest is the sweep's to retry
             self._unfinished.pop(observation.uid, None)
         if clean_up:
-            doomed = [o for o in ended if self.policy.should_delete(o)]
-            await asyncio.gather(*(self.delete(o, why="finished") for o in doomed))
+            await self._delete_all([o for o in ended if self.policy.should_delete(o)])
+
+    async def _delete_all(self, doomed: list[PodObservation]) -> None:
+        """Delete ended pods by their try labels, a call per many; each one that call did
+        not take (a pod still running as its cancel takes effect, a pod made before the
+        try label) is deleted on its own."""
+        if not doomed:
+            return
+        deleted: set[str] = set()
+        try:
+            if self._collection_allowed:
+                deleted = await self._delete_ended([try_label(o.key) for o in doomed])
+        except NotAllowed as exc:
+            self._collection_allowed = False
+            log.warning(
+                "deleting pods as a collection is not allowed (%s): finished pods are deleted "
+                "one by one from now on; grant `deletecollection` on pods to batch them",
+                exc,
+            )
+        except WatchUnavailable as exc:
+            log.warning("could not delete %d pods at once (%s); one by one", len(doomed), exc)
+        metrics.PODS_DELETED.labels("finished").inc(len(deleted))
+        left = [o for o in doomed if o.name not in deleted]
+        await asyncio.gather(*(self.delete(o, why="finished") for o in left))
 
     async def delete(self, observation: PodObservation, *, why: str) -> None:
         """Delete a pod; a failure is logged and left to the next sweep."""

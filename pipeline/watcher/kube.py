@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -24,14 +24,24 @@ from kubernetes.client.exceptions import ApiException
 
 from pipeline.config import KubeSettings
 from pipeline.kube import client_configuration
+from pipeline.pods import TRY_LABEL
 from pipeline.runtime import next_unless_stopped
-from pipeline.watcher.watch_loop import Frames, Listing, Pod, WatchGone, WatchUnavailable
+from pipeline.watcher.watch_loop import (
+    Frames,
+    Listing,
+    NotAllowed,
+    Pod,
+    WatchGone,
+    WatchUnavailable,
+)
 
 _T = TypeVar("_T")
 _RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
 _CONNECT_TIMEOUT_S = 10.0
 _BATCH_MAX = 500  # frames handed over at once, at most
 _OPENED: Final[Pod] = {}  # queued when the watch request is answered, before any frame
+_DELETE_CHUNK = 50  # tries per delete-collection call: its selector stays a few kB of URL
+_ENDED = "status.phase!=Pending,status.phase!=Running,status.phase!=Unknown"
 
 
 def core_v1(kube: KubeSettings) -> client.CoreV1Api:
@@ -111,6 +121,33 @@ class PodApi:
                 return False
             raise
         return True
+
+    async def delete_ended(self, tries: Sequence[str]) -> set[str]:
+        """Delete the ended (Succeeded or Failed) pods of these tries, by their TRY_LABEL
+        values, in a call per `_DELETE_CHUNK` tries; the names of the pods deleted.
+        NotAllowed when the API refuses delete-collection (an RBAC without the verb)."""
+        try:
+            return await asyncio.to_thread(self._delete_ended, tries)
+        except ApiException as exc:
+            if exc.status in (403, 405):
+                raise NotAllowed(f"{exc.status} {exc.reason}") from None
+            raise
+
+    def _delete_ended(self, tries: Sequence[str]) -> set[str]:
+        deleted: set[str] = set()
+        for start in range(0, len(tries), _DELETE_CHUNK):
+            chunk = tries[start : start + _DELETE_CHUNK]
+            response = _call(
+                self.core.delete_collection_namespaced_pod,
+                self.namespace,
+                label_selector=f"{self.selector},{TRY_LABEL} in ({','.join(chunk)})",
+                field_selector=_ENDED,
+                _preload_content=False,
+                _request_timeout=self.request_timeout_s,
+            )
+            items = orjson.loads(response.data).get("items") or []  # type: ignore[attr-defined]
+            deleted.update(item["metadata"]["name"] for item in items)
+        return deleted
 
     def _delete(self, name: str, uid: str) -> None:
         # raw: the deleted pod comes back, and making a V1Pod of it costs more than the call

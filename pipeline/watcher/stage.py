@@ -120,7 +120,7 @@ class WatcherStage(Stage):
             if watcher.capture_logs else None
         )  # fmt: skip
         finisher = Finisher(
-            producer, settings.topic.launches, capture, api.delete,
+            producer, settings.topic.launches, capture, api.delete, api.delete_ended,
             CleanupPolicy(watcher.delete_pods, watcher.delete_pods_on_failure),
         )  # fmt: skip
         reporter = PodReporter(

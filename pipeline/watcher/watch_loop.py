@@ -33,6 +33,10 @@ class WatchUnavailable(Exception):
     """The API could not be reached or answered an error worth retrying after a pause."""
 
 
+class NotAllowed(Exception):
+    """The API refuses this kind of call for good (403 by RBAC, 405): do without it."""
+
+
 @dataclass(frozen=True)
 class Listing:
     pods: list[Pod]

@@ -36,7 +36,7 @@ DOCUMENTED_STAGES = {
 }
 ENV_NAME = re.compile(r"\bPIPELINE_[A-Z][A-Z0-9_]*")
 POD_RBAC = {
-    ("pods",): {"create", "get", "list", "watch", "delete", "patch"},
+    ("pods",): {"create", "get", "list", "watch", "delete", "deletecollection", "patch"},
     ("pods/log",): {"get"},
 }
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from .status import ApiError, server_error, too_many_requests
 
-VERBS = ("create", "get", "list", "watch", "update", "patch", "delete", "log")
+VERBS = ("create", "get", "list", "watch", "update", "patch", "delete", "deletecollection", "log")
 ImageFault = Literal["stuck", "backoff"]
 Disruption = Literal["oom", "evict"]
 T = TypeVar("T")
@@ -24,7 +24,8 @@ T = TypeVar("T")
 
 @dataclass
 class ErrorRule:
-    """Fail a share of one verb's requests with `code` (429, 500, 503, ...)."""
+    """Fail a share of one verb's requests with `code` (429, 500, 503, ...; 403 plays an
+    RBAC that does not grant the verb)."""
 
     rate: float = 1.0
     code: int = 503
@@ -75,8 +76,8 @@ def _error_rule(verb: str, rule: Any) -> ErrorRule:
         parsed = ErrorRule(**rule)
     except TypeError as exc:
         raise ValueError(f"errors.{verb}: {exc}") from None
-    if parsed.code not in (429, 500, 502, 503, 504):
-        raise ValueError(f"errors.{verb}.code must be 429 or 5xx")
+    if parsed.code not in (403, 429, 500, 502, 503, 504):
+        raise ValueError(f"errors.{verb}.code must be 403, 429 or 5xx")
     return parsed
 
 
@@ -125,7 +126,7 @@ class Faults:
             return
         if rule.count is not None:
             rule.count -= 1
-        raise self._error(rule)
+        raise self._error(rule, verb)
 
     def take_expiry(self) -> bool:
         """True (once per configured expiry) when this watch must get 410 Expired."""
@@ -147,7 +148,9 @@ class Faults:
         )
 
     @staticmethod
-    def _error(rule: ErrorRule) -> ApiError:
+    def _error(rule: ErrorRule, verb: str) -> ApiError:
+        if rule.code == 403:
+            return ApiError(403, "Forbidden", f"{verb} is forbidden here (injected fault)")
         if rule.code == 429:
             return too_many_requests(rule.retry_after)
         return server_error(rule.code, rule.retry_after)

@@ -190,7 +190,7 @@ class PodApi:
         return json_response(self._delete(self.store.get(_key(request)), options))
 
     async def delete_collection(self, request: web.Request) -> web.Response:
-        await self.admit("delete")
+        await self.admit("deletecollection")
         options = await _delete_options(request)
         query = request.query
         selector = parse_selector(query.get("labelSelector"), query.get("fieldSelector"))

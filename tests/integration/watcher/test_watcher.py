@@ -9,7 +9,9 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from pipeline.config import Settings
+from pipeline.pods import managed_selector, pod_name, try_label
 from pipeline.sandbox.kube import KubeEmulator
+from pipeline.watcher.kube import PodApi
 from tests.fixtures.polling import eventually
 from tests.integration.watcher.support import (
     by_task,
@@ -145,6 +147,52 @@ async def test_cleanup_deletes_exactly_the_pods_the_policy_says(
 
 async def _at_least(value: float, wanted: float) -> bool:
     return value >= wanted
+
+
+async def test_ended_pods_are_deleted_by_try_label_and_a_running_one_is_kept(
+    kube_emulator: KubeEmulator, core_v1: client.CoreV1Api
+) -> None:
+    """One delete-collection call per batch: only the listed tries' pods, only ended ones."""
+    ended, running, unlisted = [task(0), task(1)], task(2), task(3)
+    for key in ended:
+        await create_pod(core_v1, key, run_seconds=0.0)
+    await create_pod(core_v1, running, run_seconds=60)
+    await create_pod(core_v1, unlisted, run_seconds=0.0)
+    api = PodApi(core_v1, "default", managed_selector())
+    phases = {"Succeeded", "Running"}
+    await eventually(lambda: _phases(core_v1, phases, len(ended) + 2), timeout_s=10)
+    deleted = await api.delete_ended([try_label(k) for k in (*ended, running)])
+    assert deleted == {pod_name(k) for k in ended}
+    assert await pod_names(core_v1) == {pod_name(running), pod_name(unlisted)}
+
+
+async def test_without_deletecollection_finished_pods_go_one_by_one(
+    watcher_settings: Settings,
+    kube_emulator: KubeEmulator,
+    core_v1: client.CoreV1Api,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An RBAC that does not grant `deletecollection` (403): asked once, then done without."""
+    kube_emulator.faults.update(errors={"deletecollection": {"code": 403}})
+    settings = configure(monkeypatch, delete_pods=True, pending_check_interval_s=3600)
+    first, second = task(1), task(2)
+    async with watcher_running(settings):
+        await create_pod(core_v1, first)
+        await wait_for_ends(settings, [first])
+        await eventually(lambda: _gone(core_v1, pod_name(first)), timeout_s=10)
+        await create_pod(core_v1, second)
+        await eventually(lambda: _gone(core_v1, pod_name(second)), timeout_s=10)
+    assert kube_emulator.stats.requests["deletecollection"] == 1
+
+
+async def _gone(core_v1: client.CoreV1Api, name: str) -> bool:
+    return name not in await pod_names(core_v1)
+
+
+async def _phases(core_v1: client.CoreV1Api, phases: set[str], count: int) -> bool:
+    """Whether `count` pods are in one of `phases` (the ended ones and the running one)."""
+    pods = await asyncio.to_thread(core_v1.list_namespaced_pod, "default")
+    return sum(p.status.phase in phases for p in pods.items) == count
 
 
 async def test_a_forced_410_relists_and_loses_nothing(
