@@ -69,7 +69,9 @@ class KafkaSettings(SettingsGroup):
         description="The same for consumers off the tasks' path, which only follow a topic "
         "(the launcher's cancel and launch-ledger followers, the Celery monitor between its "
         "polls, the reducer). On the sandbox broker every consumer pays one fetch round trip "
-        "per wait, idle or not, so these wait longer.",
+        "per wait, idle or not, so these wait longer. The ledger follower also frees the "
+        "launcher's parallelism slots, so on that broker a slot comes free up to this long "
+        "after its pod ended, which matters only while parallelism is full.",
     )
     session_timeout_ms: int = Field(
         10_000,
