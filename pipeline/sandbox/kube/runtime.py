@@ -15,6 +15,7 @@ import time
 from typing import Protocol
 
 from .logs import LogBuffer
+from .selectors import FIELD_PATHS, FieldPaths, field_value
 from .status import JsonObj
 from .validation import KEYED_FIELD
 
@@ -153,15 +154,13 @@ def container_env(pod: JsonObj, container: JsonObj) -> dict[str, str]:
     return env
 
 
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "metadata.name": ("metadata", "name"),
-    "metadata.namespace": ("metadata", "namespace"),
+_DOWNWARD_FIELDS: FieldPaths = {  # beside the keyed and the listed (IPs) ones
+    **{path: FIELD_PATHS[path] for path in (
+        "metadata.name", "metadata.namespace", "spec.nodeName", "spec.serviceAccountName",
+        "status.podIP")},
     "metadata.uid": ("metadata", "uid"),
-    "spec.nodeName": ("spec", "nodeName"),
-    "spec.serviceAccountName": ("spec", "serviceAccountName"),
     "status.hostIP": ("status", "hostIP"),
-    "status.podIP": ("status", "podIP"),
-}
+}  # fmt: skip
 
 
 def pod_field(pod: JsonObj, field_path: str) -> str:
@@ -172,10 +171,8 @@ def pod_field(pod: JsonObj, field_path: str) -> str:
     if field_path in ("status.hostIPs", "status.podIPs"):
         listed = pod.get("status", {}).get(field_path.split(".")[1]) or []
         return ",".join(str(entry.get("ip", "")) for entry in listed)
-    value: object = pod
-    for part in _FIELDS.get(field_path, ("",)):
-        value = value.get(part) if isinstance(value, dict) else None
-    return "" if value is None else str(value)
+    keys = _DOWNWARD_FIELDS.get(field_path)
+    return field_value(pod, keys) if keys is not None else ""
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -73,11 +73,15 @@ class FieldRequirement:
     keys: tuple[str, ...] = ()  # where `path` lives in the object
 
     def matches(self, obj: JsonObj) -> bool:
-        actual: object = obj
-        for key in self.keys:
-            actual = actual.get(key) if isinstance(actual, dict) else None
-        actual_str = "" if actual is None else str(actual)
-        return (actual_str == self.value) != self.negated
+        return (field_value(obj, self.keys) == self.value) != self.negated
+
+
+def field_value(obj: JsonObj, keys: tuple[str, ...]) -> str:
+    """The value at `keys` in `obj` as a field selector compares it; empty when unset."""
+    actual: object = obj
+    for key in keys:
+        actual = actual.get(key) if isinstance(actual, dict) else None
+    return "" if actual is None else str(actual)
 
 
 @dataclass(frozen=True, slots=True)
