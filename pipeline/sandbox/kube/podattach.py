@@ -1,7 +1,8 @@
 """The `pods/{name}/attach` subresource: `kubectl attach`, and `kubectl run -i` with it.
 
 Attach joins a running container's own streams over the same WebSocket channels as exec
-(`podexec`). Its output is what the container writes, from the start of the current run
+(`podexec`). Its output is what the container writes, line by line as its log keeps it (so a
+prompt without a newline shows once the line ends), from the start of the current run
 (a cluster's attach shows only what comes after it, so a quick command's output would be
 lost before `kubectl run -i` attaches; here it is not), until the container ends. What the
 client sends goes to the container's stdin when the container keeps one open (`stdin: true`,
