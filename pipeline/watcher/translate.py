@@ -218,11 +218,16 @@ def _phase_state(
 def _pending(
     status: Mapping[str, Any], containers: Sequence[Mapping[str, Any]]
 ) -> tuple[State, str | None, int | None]:
-    for container in containers:
+    inits: Sequence[Mapping[str, Any]] = status.get("initContainerStatuses") or []
+    labelled = [
+        *((f"init container {c.get('name')}: ", c) for c in inits),
+        *(("", c) for c in containers),
+    ]
+    for prefix, container in labelled:  # an init container stuck keeps the pod Pending too
         waiting = (container.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
         if reason in FATAL_WAITING:
-            return State.FAILED, _with_message(reason, waiting.get("message")), None
+            return State.FAILED, prefix + _with_message(reason, waiting.get("message")), None
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             reason = condition.get("reason") or "Unschedulable"

@@ -102,6 +102,16 @@ def test_failures_say_why(document: dict[str, object], reason: str, exit_code: i
     )  # fmt: skip
 
 
+def test_an_init_container_in_crash_loop_fails_the_pending_pod() -> None:
+    stuck = waiting("CrashLoopBackOff", "back-off 40s restarting failed container", "sync")
+    document = pod("Pending", containers=[waiting("PodInitializing")], init_containers=[stuck])
+    observation = seen(document)
+    assert (observation.state, observation.reason) == (
+        State.FAILED, "init container sync: CrashLoopBackOff: back-off 40s restarting failed "
+        "container",
+    )  # fmt: skip
+
+
 def test_main_container_failure_is_reported_first() -> None:
     containers = [terminated(2, name="sidecar"), terminated(5, name="base")]
     observation = seen(pod("Failed", containers=containers))
