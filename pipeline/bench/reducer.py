@@ -188,7 +188,10 @@ async def _get(
 
 
 async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) -> dict[str, float]:
+    """Events/s from the first poll that sees events folded to the one that sees N. When one
+    poll already sees all N (a small N), from the last poll that saw none: a lower bound."""
     first: tuple[float, int] | None = None
+    none_yet = time.perf_counter()
     rss_first = 0
     deadline_s = 120 + n / 500  # generous: the worker folds tens of thousands of events/s
     async with aiohttp.ClientSession() as session, asyncio.timeout(deadline_s):
@@ -201,8 +204,10 @@ async def time_folding(url: str, n: int, process: asyncio.subprocess.Process) ->
                     raise RuntimeError(f"the reducer exited with {process.returncode}") from None
                 folded = 0
             now = time.perf_counter()
+            if not folded:
+                none_yet = now
             if folded and first is None:
-                first = (now, folded)
+                first = (now, folded) if folded < n else (none_yet, 0)
                 rss_first = process_usage(process.pid).rss_bytes
             if folded >= n and first is not None:
                 per_s = (folded - first[1]) / (now - first[0]) if now > first[0] else 0.0
