@@ -134,11 +134,18 @@ async def test_the_table_filters_by_url_and_pages(
     rows = "#task-rows tbody tr.state-success"
     await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 50, RUN_S)
     screenshot(browser, "tasks")
-    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    # page 1 fills at the 50th success, the pager links on once a 51st has come, and the
+    # live table may swap the link out between finding and clicking it: retried until done
+    await until(browser, follow_next, RUN_S)
     await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 10)
     assert "page=2" in browser.current_url
     browser.get(pipeline_env.dashboard_url + "/tasks?q=t-07&dag_id=table")
     await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task-rows tbody a")) == 1)
+
+
+def follow_next(driver: WebDriver) -> bool:
+    driver.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    return True
 
 
 async def test_a_task_shows_its_history(
