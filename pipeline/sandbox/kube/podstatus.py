@@ -93,12 +93,9 @@ def init_ended(pod: JsonObj, name: str, end: Termination) -> JsonObj:
         return {**_terminated(container, end, uid, old), "ready": end.exit_code == 0}
 
     pod = _each_container(pod, dict(pod["status"]), build, INIT)
-    status = pod["status"]
     if end.exit_code != 0:
-        failed = _with_conditions(
-            status, Ready=("False", "PodFailed", None), ContainersReady=("False", "PodFailed", None)
-        )
-        return {**pod, "status": {**failed, "phase": "Failed"}}
+        return failed(pod)
+    status = pod["status"]
     left = " ".join(
         c["name"] for c in status["initContainerStatuses"] if "terminated" not in c["state"]
     )
@@ -190,14 +187,18 @@ def restarted(pod: JsonObj, name: str, started_at: str) -> JsonObj:
     return pod
 
 
-def failed(pod: JsonObj, reason: str, message: str) -> JsonObj:
-    """Failed before its app containers ran (e.g. DeadlineExceeded while Pending)."""
+def failed(pod: JsonObj, reason: str | None = None, message: str | None = None) -> JsonObj:
+    """Failed before its app containers ran: an init container failed, or a pod-level
+    `reason` such as DeadlineExceeded came while it was Pending."""
     status = _with_conditions(
         pod["status"],
         Ready=("False", "PodFailed", None),
         ContainersReady=("False", "PodFailed", None),
     )
-    return {**pod, "status": {**status, "phase": "Failed", "reason": reason, "message": message}}
+    status["phase"] = "Failed"
+    if reason is not None:
+        status.update(reason=reason, message=message)
+    return {**pod, "status": status}
 
 
 def terminated(

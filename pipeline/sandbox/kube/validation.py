@@ -123,12 +123,12 @@ def _container_errors(containers: list[Any], field: str, seen: set[str]) -> list
     return causes
 
 
-ENV_FIELD_PATHS = (
+_ENV_FIELD_PATHS = (
     "metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace",
     "metadata.uid", "spec.nodeName", "spec.serviceAccountName", "status.hostIP",
     "status.hostIPs", "status.podIP", "status.podIPs",
 )  # fmt: skip
-_PLAIN_FIELD_PATHS = frozenset(ENV_FIELD_PATHS) - {"metadata.annotations", "metadata.labels"}
+_PLAIN_FIELD_PATHS = frozenset(_ENV_FIELD_PATHS) - {"metadata.annotations", "metadata.labels"}
 KEYED_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")  # those two need a key
 
 
@@ -142,7 +142,7 @@ def _env_errors(env: list[Any], path: str) -> list[JsonObj]:
             continue
         field_path = str(field_ref.get("fieldPath") or "")
         if field_path not in _PLAIN_FIELD_PATHS and not KEYED_FIELD.fullmatch(field_path):
-            supported = ", ".join(f'"{p}"' for p in ENV_FIELD_PATHS)
+            supported = ", ".join(f'"{p}"' for p in _ENV_FIELD_PATHS)
             causes.append(
                 field_cause(
                     f"{path}[{i}].valueFrom.fieldRef.fieldPath",
